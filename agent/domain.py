@@ -1,0 +1,207 @@
+"""Plain domain types shared by the run loop, the API, the CLI and the datastore.
+
+Only frozen dataclasses and enums live here: no I/O, no framework types. The datastore maps its
+rows onto these, so nothing above it ever sees a SQLAlchemy object.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from agent.errors import IllegalTransition
+
+JSON = dict[str, Any]
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# The one place that says which run transitions are legal. Everything that changes a run's status
+# goes through `check_transition`, so an illegal move is a bug caught at the edge, not a silent
+# overwrite in SQL.
+ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+class StepStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    """Roles an API key can carry. Enforcement beyond tenant scoping comes with governed actions."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant_name: str
+    name: str
+    prefix: str
+    """The first characters of the key, kept so people can tell keys apart; never enough to use."""
+    roles: tuple[Role, ...]
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant every object is scoped to, and the key that proved it."""
+
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+    roles: tuple[Role, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDefinition:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    instructions: str
+    allowed_tools: tuple[str, ...]
+    model_role: str
+    max_steps: int
+    """Hard ceiling on loop iterations; the run fails with `step_limit_exceeded` past it."""
+    retrieval_k: int
+    """How many chunks are retrieved for the task before the first decision."""
+    version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_name: str
+    input: str
+    status: RunStatus
+    output: str | None
+    failure_code: str | None
+    failure_detail: str | None
+    step_count: int
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Everything one loop iteration saw and did, as committed."""
+
+    run_id: uuid.UUID
+    number: int
+    status: StepStatus
+    context: JSON
+    """What the model was shown: prompt hash, sizes, retrieved chunk references."""
+    decision: JSON
+    """The model exchange: every attempt's raw output, validation errors, and the parsed action."""
+    tool: str | None
+    arguments: JSON | None
+    result: JSON | None
+    error_code: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    model_ms: float
+    tool_ms: float
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a committed step changes its run. `status=None` keeps the run running."""
+
+    status: RunStatus | None = None
+    output: str | None = None
+    failure_code: str | None = None
+    failure_detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    title: str
+    source: str | None
+    metadata: JSON
+    content_hash: str
+    chunk_count: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    ordinal: int
+    content: str
+    embedding: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHit:
+    chunk_id: int
+    document_id: uuid.UUID
+    title: str
+    ordinal: int
+    content: str
+    score: float
+    """Cosine similarity in [-1, 1]; higher is closer."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    tenant_id: uuid.UUID | None
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    detail: JSON = field(default_factory=dict)
+    created_at: datetime | None = None
+    hash: str = ""
+
+
+def check_transition(current: RunStatus, new: RunStatus) -> None:
+    """Raise `IllegalTransition` unless `current -> new` is in `ALLOWED_TRANSITIONS`."""
+    if new not in ALLOWED_TRANSITIONS[current]:
+        raise IllegalTransition(f"a run cannot go from {current} to {new}")

@@ -1,0 +1,260 @@
+"""The run loop: a typed state machine that takes one committed step at a time.
+
+Each step builds the context, asks the model for the next action under a JSON schema of the
+agent's allowed tools, validates it (retrying invalid output a bounded number of times), runs the
+tool, and commits the step together with its effect on the run. The model only decides; every
+failure becomes a recorded step and a reason code, never an exception escaping to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from agent import codes
+from agent.context import Passage, build_messages, context_record, passages_from_record
+from agent.decision import Action, InvalidAction, action_schema, parse_action
+from agent.domain import (
+    JSON,
+    AgentDefinition,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Step,
+    StepStatus,
+)
+from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
+from agent.settings import AgentSettings
+from agent.tools import Tool, ToolContext
+from serving.errors import ModelOutputError, ServingError
+from serving.types import Message
+
+log = logging.getLogger(__name__)
+
+
+class ModelResolver(Protocol):
+    def chat_model(self, role: str) -> ChatModel: ...
+    def embedder(self) -> Embedder: ...
+
+
+@dataclass
+class StepDraft:
+    """A step being assembled; frozen into a `Step` when it is committed."""
+
+    run_id: Any
+    number: int
+    started_at: datetime
+    context: JSON
+    attempts: list[JSON] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_ms: float = 0.0
+    tool_ms: float = 0.0
+
+    def freeze(
+        self,
+        status: StepStatus,
+        *,
+        action: Action | None = None,
+        result: JSON | None = None,
+        error_code: str | None = None,
+    ) -> Step:
+        decision: JSON = {"attempts": self.attempts}
+        if action is not None:
+            decision["action"] = {"tool": action.tool, "arguments": action.arguments}
+        return Step(
+            run_id=self.run_id,
+            number=self.number,
+            status=status,
+            context=self.context,
+            decision=decision,
+            tool=action.tool if action else None,
+            arguments=action.arguments if action else None,
+            result=result,
+            error_code=error_code,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            model_ms=round(self.model_ms, 3),
+            tool_ms=round(self.tool_ms, 3),
+            started_at=self.started_at,
+            finished_at=datetime.now(UTC),
+        )
+
+
+def _failed(
+    draft: StepDraft, code: str, detail: str, action: Action | None = None
+) -> tuple[Step, RunOutcome]:
+    step = draft.freeze(StepStatus.FAILED, action=action, result={"error": detail}, error_code=code)
+    return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail)
+
+
+class RunLoop:
+    def __init__(
+        self,
+        *,
+        runs: RunStore,
+        agents: AgentStore,
+        documents: DocumentStore,
+        models: ModelResolver,
+        tools: Mapping[str, Tool[Any]],
+        settings: AgentSettings,
+    ) -> None:
+        self._runs = runs
+        self._agents = agents
+        self._documents = documents
+        self._models = models
+        self._tools = tools
+        self._settings = settings
+
+    async def drive(
+        self, run: Run, worker_id: str, should_stop: Callable[[], bool] = lambda: False
+    ) -> Run:
+        """Take steps until the run ends or `should_stop` says to yield at a step boundary."""
+        agent = await self._agents.get_agent_by_id(run.agent_id)
+        if agent is None:
+            outcome = RunOutcome(
+                RunStatus.FAILED, failure_code=codes.AGENT_MISSING, failure_detail="agent deleted"
+            )
+            return await self._runs.finish_without_step(run.id, worker_id, outcome)
+        tools = [self._tools[name] for name in agent.allowed_tools if name in self._tools]
+        history = await self._runs.list_steps(run.id, None)
+        passages = passages_from_record(history[0].context) if history else None
+        while not run.status.terminal and not should_stop():
+            if run.step_count >= agent.max_steps:
+                detail = f"the agent did not finish within {agent.max_steps} steps"
+                outcome = RunOutcome(
+                    RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
+                )
+                return await self._runs.finish_without_step(run.id, worker_id, outcome)
+            step, outcome = await self.take_step(run, agent, tools, passages, history)
+            if passages is None:
+                passages = passages_from_record(step.context)
+            if outcome.status is None and step.number >= agent.max_steps:
+                detail = f"the agent did not finish within {agent.max_steps} steps"
+                outcome = RunOutcome(
+                    RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
+                )
+            run = await self._runs.record_step(step, worker_id, outcome)
+            history.append(step)
+        return run
+
+    async def take_step(
+        self,
+        run: Run,
+        agent: AgentDefinition,
+        tools: Sequence[Tool[Any]],
+        passages: Sequence[Passage] | None,
+        history: Sequence[Step],
+    ) -> tuple[Step, RunOutcome]:
+        started = datetime.now(UTC)
+        retrieval_error: str | None = None
+        first = passages is None
+        if passages is None:
+            passages, retrieval_error = await self._retrieve(run, agent)
+        messages = build_messages(
+            agent,
+            tools,
+            run.input,
+            passages,
+            history,
+            result_chars=self._settings.tool_result_chars,
+        )
+        context = context_record(messages, passages if first else None, history)
+        if retrieval_error is not None:
+            context["retrieval_error"] = retrieval_error
+        draft = StepDraft(
+            run_id=run.id, number=run.step_count + 1, started_at=started, context=context
+        )
+
+        by_name = {t.name: t for t in tools}
+        try:
+            action = await self._decide(agent, messages, by_name, draft)
+        except ServingError as exc:
+            return _failed(draft, exc.code, exc.message)
+        if action is None:
+            detail = f"no valid action after {self._settings.max_decision_attempts} attempts"
+            return _failed(draft, codes.INVALID_MODEL_OUTPUT, detail)
+
+        tool_ctx = ToolContext(
+            tenant_id=run.tenant_id,
+            run_id=run.id,
+            step_number=draft.number,
+            documents=self._documents,
+            embedder=self._models.embedder(),
+        )
+        t0 = time.perf_counter()
+        try:
+            result = await by_name[action.tool].run(action.args, tool_ctx)
+        except ServingError as exc:
+            draft.tool_ms = (time.perf_counter() - t0) * 1000
+            return _failed(draft, exc.code, exc.message, action)
+        draft.tool_ms = (time.perf_counter() - t0) * 1000
+        draft.prompt_tokens += result.prompt_tokens
+        step = draft.freeze(StepStatus.COMPLETED, action=action, result=result.data)
+        if result.final_answer is not None:
+            return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer)
+        return step, RunOutcome()
+
+    async def _retrieve(self, run: Run, agent: AgentDefinition) -> tuple[list[Passage], str | None]:
+        if agent.retrieval_k == 0:
+            return [], None
+        try:
+            embedded = await self._models.embedder().embed([run.input])
+        except ServingError as exc:
+            # The model can still decide (and fail later if it needs search); the step records why
+            # it saw no passages.
+            return [], exc.code
+        hits = await self._documents.search_chunks(
+            run.tenant_id, embedded.vectors[0], agent.retrieval_k
+        )
+        return [Passage.from_hit(h) for h in hits], None
+
+    async def _decide(
+        self,
+        agent: AgentDefinition,
+        messages: list[Message],
+        tools: Mapping[str, Tool[Any]],
+        draft: StepDraft,
+    ) -> Action | None:
+        """Ask for an action until one validates; None when every attempt was invalid."""
+        model = self._models.chat_model(agent.model_role)
+        schema = action_schema(list(tools.values()))
+        conversation = list(messages)
+        for _ in range(self._settings.max_decision_attempts):
+            try:
+                answer = await model.chat(
+                    conversation,
+                    json_schema=schema,
+                    max_tokens=self._settings.decision_max_tokens,
+                )
+            except ModelOutputError as exc:
+                draft.attempts.append({"error": exc.code, "detail": exc.message})
+                continue
+            draft.prompt_tokens += answer.usage.prompt_tokens
+            draft.completion_tokens += answer.usage.completion_tokens
+            draft.model_ms += answer.latency_ms
+            attempt: JSON = {
+                "raw": answer.content[:4000],
+                "finish_reason": answer.finish_reason,
+                "model": answer.model,
+                "latency_ms": round(answer.latency_ms, 3),
+            }
+            draft.attempts.append(attempt)
+            try:
+                return parse_action(answer.content, tools)
+            except InvalidAction as exc:
+                attempt["error"] = exc.reason
+                # Shown after the stable prefix, so a retry still hits the prefix cache.
+                conversation.append({"role": "assistant", "content": answer.content[:4000]})
+                conversation.append(
+                    {
+                        "role": "user",
+                        "content": f"That answer was invalid: {exc.reason}. "
+                        "Answer again with exactly one JSON object.",
+                    }
+                )
+        return None

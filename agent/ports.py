@@ -1,0 +1,159 @@
+"""The narrow ports the run loop, the API and the CLI depend on.
+
+`datastore` implements the stores, `serving` the models. Each Protocol has the few methods its
+callers need and speaks only in `agent.domain` types, so the loop never sees a vendor schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from agent.domain import (
+    JSON,
+    AgentDefinition,
+    ApiKey,
+    AuditEntry,
+    ChunkHit,
+    Document,
+    NewChunk,
+    Principal,
+    Role,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Step,
+    Tenant,
+)
+from serving.types import ChatResult, EmbeddingResult, Message
+
+
+class ChatModel(Protocol):
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        schema_name: str = "action",
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> ChatResult: ...
+
+
+class Embedder(Protocol):
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
+
+
+class TenantStore(Protocol):
+    async def create_tenant(self, name: str) -> Tenant: ...
+    async def get_tenant(self, name: str) -> Tenant | None: ...
+    async def list_tenants(self) -> list[Tenant]: ...
+
+
+class KeyStore(Protocol):
+    async def create_key(
+        self, tenant_id: uuid.UUID, name: str, roles: Sequence[Role], key_hash: str, prefix: str
+    ) -> ApiKey: ...
+    async def authenticate(self, key_hash: str) -> Principal | None: ...
+    async def list_keys(self, tenant_id: uuid.UUID | None = None) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: uuid.UUID) -> ApiKey | None: ...
+
+
+class AgentStore(Protocol):
+    async def put_agent(
+        self,
+        tenant_id: uuid.UUID,
+        name: str,
+        *,
+        instructions: str,
+        allowed_tools: Sequence[str],
+        model_role: str,
+        max_steps: int,
+        retrieval_k: int,
+    ) -> AgentDefinition: ...
+    async def get_agent(self, tenant_id: uuid.UUID, name: str) -> AgentDefinition | None: ...
+    async def get_agent_by_id(self, agent_id: uuid.UUID) -> AgentDefinition | None: ...
+    async def list_agents(self, tenant_id: uuid.UUID | None = None) -> list[AgentDefinition]: ...
+
+
+class RunStore(Protocol):
+    async def create_run(
+        self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
+    ) -> Run: ...
+    async def get_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        """`tenant_id=None` is the operator's view across tenants (CLI only)."""
+        ...
+
+    async def list_runs(
+        self, tenant_id: uuid.UUID | None, status: RunStatus | None, limit: int
+    ) -> list[Run]: ...
+    async def list_steps(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> list[Step]: ...
+    async def claim_next(self, worker_id: str, lease_seconds: float) -> Run | None:
+        """Take one claimable run (queued, or running with an expired lease) and lease it."""
+        ...
+
+    async def renew_lease(
+        self, run_id: uuid.UUID, worker_id: str, lease_seconds: float
+    ) -> bool: ...
+    async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
+        """Let another worker resume the run at once (graceful stop between steps)."""
+        ...
+
+    async def record_step(self, step: Step, worker_id: str, outcome: RunOutcome) -> Run:
+        """Commit a step and its effect on the run in one transaction.
+
+        Raises `LeaseLost` when the worker no longer owns the run or the step number is not the
+        next one: nothing is written then.
+        """
+        ...
+
+    async def finish_without_step(
+        self, run_id: uuid.UUID, worker_id: str, outcome: RunOutcome
+    ) -> Run:
+        """End a run for a reason found before any step could run (its agent was deleted)."""
+        ...
+
+
+class DocumentStore(Protocol):
+    async def find_document_by_hash(
+        self, tenant_id: uuid.UUID, content_hash: str
+    ) -> Document | None: ...
+    async def insert_document(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        title: str,
+        source: str | None,
+        metadata: JSON,
+        content_hash: str,
+        chunks: Sequence[NewChunk],
+    ) -> tuple[Document, bool]:
+        """Store a document and its chunks atomically. Returns (document, created)."""
+        ...
+
+    async def get_document(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> Document | None: ...
+    async def list_documents(self, tenant_id: uuid.UUID, limit: int) -> list[Document]: ...
+    async def search_chunks(
+        self, tenant_id: uuid.UUID, embedding: Sequence[float], k: int
+    ) -> list[ChunkHit]: ...
+
+
+class AuditLog(Protocol):
+    async def append(
+        self,
+        *,
+        tenant_id: uuid.UUID | None,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: JSON,
+    ) -> AuditEntry: ...
+    async def list_entries(self, tenant_id: uuid.UUID | None, limit: int) -> list[AuditEntry]: ...
+
+
+class HealthProbe(Protocol):
+    async def ping(self) -> None: ...

@@ -1,0 +1,104 @@
+"""Tenants and their agent definitions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from agent.domain import AgentDefinition, Tenant
+from agent.errors import CallerError, NotFound
+from agent.ports import AgentStore, AuditLog, TenantStore
+from agent.settings import AgentSettings
+from agent.tools import BUILTIN_TOOLS
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise CallerError(
+            f"{kind} name {name!r} must be 1-63 lowercase letters, digits, '-' or '_'"
+        )
+    return name
+
+
+class TenancyService:
+    def __init__(
+        self, tenants: TenantStore, agents: AgentStore, audit: AuditLog, settings: AgentSettings
+    ) -> None:
+        self._tenants = tenants
+        self._agents = agents
+        self._audit = audit
+        self._settings = settings
+
+    async def create_tenant(self, name: str, *, actor: str) -> Tenant:
+        tenant = await self._tenants.create_tenant(check_name("tenant", name))
+        await self._audit.append(
+            tenant_id=tenant.id,
+            actor=actor,
+            action="tenant.create",
+            object_type="tenant",
+            object_id=str(tenant.id),
+            detail={"name": name},
+        )
+        return tenant
+
+    async def require_tenant(self, name: str) -> Tenant:
+        tenant = await self._tenants.get_tenant(name)
+        if tenant is None:
+            raise NotFound(f"tenant {name!r} not found")
+        return tenant
+
+    async def list_tenants(self) -> list[Tenant]:
+        return await self._tenants.list_tenants()
+
+    async def put_agent(
+        self,
+        tenant_name: str,
+        name: str,
+        *,
+        instructions: str,
+        tools: Sequence[str] | None = None,
+        model_role: str = "decide",
+        max_steps: int | None = None,
+        retrieval_k: int | None = None,
+        actor: str,
+    ) -> AgentDefinition:
+        tenant = await self.require_tenant(tenant_name)
+        check_name("agent", name)
+        allowed = list(tools) if tools else ["search_documents", "finish"]
+        unknown = sorted(set(allowed) - set(BUILTIN_TOOLS))
+        if unknown:
+            raise CallerError(
+                f"unknown tools: {', '.join(unknown)} (known: {', '.join(sorted(BUILTIN_TOOLS))})"
+            )
+        if "finish" not in allowed:
+            raise CallerError("an agent must be allowed the 'finish' tool, or it can never answer")
+        if not instructions.strip():
+            raise CallerError("instructions must not be empty")
+        steps = max_steps if max_steps is not None else self._settings.default_max_steps
+        k = retrieval_k if retrieval_k is not None else self._settings.default_retrieval_k
+        if not 1 <= steps <= 200 or not 0 <= k <= 50:
+            raise CallerError("max_steps must be 1..200 and retrieval_k 0..50")
+        agent = await self._agents.put_agent(
+            tenant.id,
+            name,
+            instructions=instructions.strip(),
+            allowed_tools=allowed,
+            model_role=model_role,
+            max_steps=steps,
+            retrieval_k=k,
+        )
+        await self._audit.append(
+            tenant_id=tenant.id,
+            actor=actor,
+            action="agent.put",
+            object_type="agent",
+            object_id=str(agent.id),
+            detail={"name": name, "version": agent.version, "tools": allowed},
+        )
+        return agent
+
+    async def list_agents(self, tenant_name: str | None = None) -> list[AgentDefinition]:
+        tenant_id = (await self.require_tenant(tenant_name)).id if tenant_name else None
+        return await self._agents.list_agents(tenant_id)

@@ -1,0 +1,33 @@
+"""Tunables of the run loop, the worker and the API. Built once at the composition root."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GARRISON_", extra="ignore")
+
+    max_decision_attempts: int = Field(default=3, ge=1, le=10)
+    """Model calls per step before invalid output fails the run with `invalid_model_output`."""
+    decision_max_tokens: int = Field(default=384, ge=16, le=8192)
+    """Sized to the action schema, whose strings are bounded: a cut-off answer is invalid JSON."""
+    tool_result_chars: int = Field(default=1500, ge=100, le=100_000)
+    """How much of a tool result the model sees in later turns (the full result is recorded)."""
+    worker_concurrency: int = Field(default=4, ge=1, le=1000)
+    lease_seconds: float = Field(default=30.0, gt=1)
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    default_max_steps: int = Field(default=8, ge=1, le=200)
+    default_retrieval_k: int = Field(default=4, ge=0, le=50)
+    chunk_chars: int = Field(default=1200, ge=200, le=20_000)
+    chunk_overlap_chars: int = Field(default=150, ge=0, le=2000)
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GARRISON_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=0, le=65535)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """Requests larger than this are refused with 413 before they are read into memory."""

@@ -1,0 +1,63 @@
+"""What a tool is: a name, a description, a typed argument model and one async `run`.
+
+Tools are single-purpose and never see the model exchange; the loop validates arguments against
+`arguments` before `run` is called, so a tool only ever receives well-formed input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.domain import JSON
+from agent.ports import DocumentStore, Embedder
+
+
+class ToolArguments(BaseModel):
+    # Unknown keys are an invalid decision, not something to ignore silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ArgsT = TypeVar("ArgsT", bound=ToolArguments)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may touch, already scoped to the run's tenant."""
+
+    tenant_id: uuid.UUID
+    run_id: uuid.UUID
+    step_number: int
+    documents: DocumentStore
+    embedder: Embedder
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    data: JSON
+    """Recorded on the step in full, and shown to the model (truncated) in later turns."""
+    final_answer: str | None = None
+    """Set only by `finish`: the run ends successfully with this answer."""
+    prompt_tokens: int = 0
+    """Model tokens the tool itself spent (the embedding of a search query)."""
+
+
+class Tool(ABC, Generic[ArgsT]):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    arguments: type[ArgsT]
+
+    def arguments_schema(self) -> dict[str, Any]:
+        schema = self.arguments.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def validate(self, raw: Any) -> ArgsT:
+        return self.arguments.model_validate(raw)
+
+    @abstractmethod
+    async def run(self, args: ArgsT, ctx: ToolContext) -> ToolResult: ...

@@ -1,0 +1,21 @@
+"""`finish`: the agent's final answer, which ends the run successfully."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
+
+
+class FinishArgs(ToolArguments):
+    # Bounded so that guided decoding cannot ramble past max_tokens (FACTS.md).
+    answer: str = Field(min_length=1, max_length=2000, description="The final answer.")
+
+
+class Finish(Tool[FinishArgs]):
+    name = "finish"
+    description = "Give the final answer to the task. Use it once you can answer."
+    arguments = FinishArgs
+
+    async def run(self, args: FinishArgs, ctx: ToolContext) -> ToolResult:
+        return ToolResult(data={"answer": args.answer}, final_answer=args.answer)

@@ -1,0 +1,114 @@
+"""The worker: claims queued runs from Postgres and drives them, several at a time.
+
+Any number of workers on any number of hosts share one database; `FOR UPDATE SKIP LOCKED` in the
+claim keeps them from blocking each other, and a lease (renewed by a heartbeat) hands a dead
+worker's run to another. On stop, a worker finishes the step in progress, releases its leases
+so another worker can resume those runs at once, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from agent.domain import Run
+from agent.errors import LeaseLost
+from agent.loop import RunLoop
+from agent.ports import RunStore
+from agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        runs: RunStore,
+        loop: RunLoop,
+        settings: AgentSettings,
+        worker_id: str | None = None,
+    ) -> None:
+        self._runs = runs
+        self._loop = loop
+        self._settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self._stop = asyncio.Event()
+        self.completed = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        """Claim and drive runs until `stop()`; then finish in-flight steps and return."""
+        slots = asyncio.Semaphore(self._settings.worker_concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        while not self._stop.is_set():
+            await slots.acquire()
+            run = await self._claim()
+            if run is None:
+                slots.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval_s)
+                continue
+            task = asyncio.create_task(self._drive(run))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            task.add_done_callback(lambda _t: slots.release())
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def run_until_idle(self) -> int:
+        """Drive claimable runs one after another until none is left (tests, batch jobs)."""
+        done = 0
+        while (run := await self._claim()) is not None:
+            await self._drive(run)
+            done += 1
+        return done
+
+    async def _claim(self) -> Run | None:
+        try:
+            return await self._runs.claim_next(self.worker_id, self._settings.lease_seconds)
+        except Exception as exc:  # the database being down must not kill the worker
+            log.warning("worker %s could not claim a run: %s", self.worker_id, exc)
+            return None
+
+    async def _drive(self, run: Run) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        try:
+            final = await self._loop.drive(run, self.worker_id, should_stop=self._stop.is_set)
+            if final.status.terminal:
+                self.completed += 1
+                log.info("run %s %s after %d steps", run.id, final.status, final.step_count)
+            else:
+                await self._runs.release_lease(run.id, self.worker_id)
+        except LeaseLost:
+            log.warning("run %s: lease lost; another worker owns it now", run.id)
+        except Exception:
+            # The run keeps its last committed step; its lease expires and it is claimed again.
+            log.exception("run %s: worker %s failed mid-run", run.id, self.worker_id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, run: Run) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                still_ours = await self._runs.renew_lease(
+                    run.id, self.worker_id, self._settings.lease_seconds
+                )
+            except Exception as exc:
+                log.warning("run %s: lease renewal failed: %s", run.id, exc)
+                continue
+            if not still_ours:
+                return

@@ -1,0 +1,1 @@
+"""Repositories: the datastore's implementations of the ports declared in `agent.ports`."""

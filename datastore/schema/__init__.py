@@ -1,0 +1,20 @@
+"""SQLAlchemy 2 typed table models, grouped by aggregate; migrations are hand-written from them."""
+
+from datastore.schema.audit import AuditRow
+from datastore.schema.base import Base
+from datastore.schema.documents import EMBEDDING_DIM, ChunkRow, DocumentRow
+from datastore.schema.runs import RunRow, StepRow
+from datastore.schema.tenancy import AgentRow, ApiKeyRow, TenantRow
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "AgentRow",
+    "ApiKeyRow",
+    "AuditRow",
+    "Base",
+    "ChunkRow",
+    "DocumentRow",
+    "RunRow",
+    "StepRow",
+    "TenantRow",
+]

@@ -1,0 +1,83 @@
+"""The datastore's composition: one engine, every repository, and a health probe.
+
+`open_datastore` resolves where the database is (external URL or the embedded server), migrates
+if asked, and hands back repositories that satisfy `agent.ports`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datastore import migrate
+from datastore.embedded import EmbeddedPostgres
+from datastore.engine import create_async
+from datastore.errors import translated
+from datastore.repos.audit import AuditRepository
+from datastore.repos.documents import DocumentRepository
+from datastore.repos.runs import RunRepository
+from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
+from datastore.settings import DatabaseSettings
+
+
+@dataclass
+class Datastore:
+    url: str
+    engine: AsyncEngine
+    tenants: TenantRepository = field(init=False)
+    keys: KeyRepository = field(init=False)
+    agents: AgentRepository = field(init=False)
+    runs: RunRepository = field(init=False)
+    documents: DocumentRepository = field(init=False)
+    audit: AuditRepository = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tenants = TenantRepository(self.engine)
+        self.keys = KeyRepository(self.engine)
+        self.agents = AgentRepository(self.engine)
+        self.runs = RunRepository(self.engine)
+        self.documents = DocumentRepository(self.engine)
+        self.audit = AuditRepository(self.engine)
+
+    async def ping(self) -> None:
+        async with translated(), self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class DatabaseLocation:
+    """Resolves the database URL, starting the embedded server when no URL is configured."""
+
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
+        self._embedded: EmbeddedPostgres | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.embedded
+
+    def resolve(self) -> str:
+        if self.settings.database_url is not None:
+            return self.settings.database_url
+        if self._embedded is None:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir)
+        return self._embedded.start()
+
+    def release(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+
+async def open_datastore(url: str, settings: DatabaseSettings, *, upgrade: bool) -> Datastore:
+    if upgrade:
+        await asyncio.to_thread(migrate.upgrade, url)
+    engine = create_async(
+        url, pool_size=settings.db_pool_size, connect_timeout_s=settings.db_connect_timeout_s
+    )
+    return Datastore(url=url, engine=engine)

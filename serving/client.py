@@ -1,0 +1,295 @@
+"""The OpenAI-compatible wire adapter: chat, embeddings and a liveness probe over httpx.
+
+This module speaks the OpenAI HTTP dialect that vLLM serves and turns answers into
+``serving.types`` results and failures into ``serving.errors``. It does not choose prompts,
+parse actions, retry, or know which model can do what; those live with the callers.
+
+The hot path is deliberately bare (one ``json.dumps``, one ``json.loads``, no pydantic, one
+keep-alive ``AsyncClient``): the agent loop calls it once per turn and its overhead is budgeted
+at well under a millisecond against a raw httpx POST (see ``bench/client_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from serving.errors import (
+    BODY_EXCERPT_CHARS,
+    ModelHTTPError,
+    ModelOutputError,
+    ModelTimeout,
+    ModelUnavailable,
+    ServingError,
+)
+from serving.settings import ServingSettings
+from serving.types import ChatResult, EmbeddingResult, Message, Usage
+
+# Gateway statuses mean the engine behind the URL is down or still loading, not that the
+# request was wrong; callers treat them like a refused connection.
+_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+_OUTPUT_EXCERPT_CHARS = 200
+
+
+class OpenAICompatibleClient:
+    """Async client for one OpenAI-compatible endpoint and one served model."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        http: httpx.AsyncClient | None = None,
+        embed_batch_size: int = 64,
+    ) -> None:
+        if not base_url:
+            raise ModelUnavailable(f"model endpoint for {model!r} is not configured")
+        if timeout_s <= 0 or embed_batch_size < 1:
+            raise ValueError("timeout_s must be > 0 and embed_batch_size >= 1")
+        base = base_url.rstrip("/")
+        self.model = model
+        self._api_key = api_key
+        self._where = _display_url(base)
+        self._chat_url = f"{base}/chat/completions"
+        self._embed_url = f"{base}/embeddings"
+        self._models_url = f"{base}/models"
+        self._batch = embed_batch_size
+        # Headers and timeout go on every request so that a caller-supplied AsyncClient (shared
+        # pool, test transport) still gets our deadline and credentials.
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = httpx.Timeout(timeout_s)
+        self._owns_http = http is None
+        # trust_env=False: an HTTP(S)_PROXY meant for the internet must not silently route
+        # loopback engine traffic through a proxy. Pass your own AsyncClient if you need one.
+        self._http = http or httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool, unless the caller supplied (and so owns) it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        schema_name: str = "action",
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> ChatResult:
+        """One non-streaming chat completion, optionally constrained to ``json_schema``."""
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages if isinstance(messages, list | tuple) else list(messages),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        if json_schema is not None:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name, "schema": json_schema, "strict": True},
+            }
+        response, latency_ms = await self._exchange(self._chat_url, _dumps(payload))
+        data = self._loads(response)
+        try:
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
+            finish_reason = choice.get("finish_reason") or "unknown"
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ModelOutputError(
+                f"{self._where} answered without choices[0].message: {_excerpt(response.text)}"
+            ) from exc
+        if not isinstance(content, str) or not content:
+            raise ModelOutputError(f"{self._where} answered with no text content")
+        if json_schema is not None and finish_reason == "length":
+            # Guided decoding only guarantees valid JSON when generation finishes; a cut-off
+            # answer is an unterminated document (FACTS.md, "vLLM without a GPU").
+            raise ModelOutputError(
+                f"model output was cut at max_tokens={max_tokens} before the JSON was complete: "
+                f"{_excerpt(content)}"
+            )
+        return ChatResult(
+            content=content,
+            finish_reason=str(finish_reason),
+            usage=_usage(data),
+            latency_ms=latency_ms,
+            model=_model(data, self.model),
+        )
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        """Embed ``texts`` in batches of ``embed_batch_size``; vectors come back in input order."""
+        items = list(texts)
+        vectors: list[list[float]] = []
+        prompt_tokens = 0
+        latency_ms = 0.0
+        model = self.model
+        for start in range(0, len(items), self._batch):
+            batch = items[start : start + self._batch]
+            body = _dumps({"model": self.model, "input": batch})
+            response, elapsed_ms = await self._exchange(self._embed_url, body)
+            data = self._loads(response)
+            vectors.extend(self._vectors(data, len(batch), response))
+            prompt_tokens += _usage(data).prompt_tokens
+            latency_ms += elapsed_ms
+            model = _model(data, model)
+        return EmbeddingResult(
+            vectors=vectors, usage=Usage(prompt_tokens, 0), latency_ms=latency_ms, model=model
+        )
+
+    async def ping(self) -> None:
+        """Return if ``GET /models`` answers 2xx; raise the typed serving error otherwise."""
+        await self._exchange(self._models_url, None)
+
+    async def _exchange(self, url: str, body: bytes | None) -> tuple[httpx.Response, float]:
+        start = time.perf_counter()
+        try:
+            if body is None:
+                response = await self._http.get(url, headers=self._headers, timeout=self._timeout)
+            else:
+                response = await self._http.post(
+                    url, content=body, headers=self._headers, timeout=self._timeout
+                )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc) from exc
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        if not response.is_success:
+            raise self._status_error(response)
+        return response, latency_ms
+
+    def _transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL) -> ServingError:
+        """The one place httpx failures become serving errors."""
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return ModelTimeout(f"{self._where} did not answer within the deadline ({kind})")
+        if isinstance(exc, httpx.DecodingError):
+            return ModelOutputError(f"{self._where} sent an undecodable body ({kind})")
+        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+            return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({kind})")
+        # ConnectError (refused, DNS), ReadError/RemoteProtocolError (reset or closed before an
+        # answer) and anything else on the transport: the engine cannot be reached right now.
+        return ModelUnavailable(f"{self._where} is unreachable ({kind}: {exc})")
+
+    def _status_error(self, response: httpx.Response) -> ServingError:
+        text = self._redact(response.text)
+        if response.status_code in _UNAVAILABLE_STATUSES:
+            return ModelUnavailable(
+                f"{self._where} answered HTTP {response.status_code}: {_excerpt(text)}"
+            )
+        return ModelHTTPError(response.status_code, text[:BODY_EXCERPT_CHARS])
+
+    def _redact(self, text: str) -> str:
+        # Some proxies echo request headers in error pages; never let the key reach a log.
+        if self._api_key and self._api_key in text:
+            return text.replace(self._api_key, "[redacted]")
+        return text
+
+    def _loads(self, response: httpx.Response) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise ModelOutputError(
+                f"{self._where} answered with a body that is not JSON: "
+                f"{_excerpt(self._redact(response.text))}"
+            ) from exc
+
+    def _vectors(self, data: Any, expected: int, response: httpx.Response) -> list[list[float]]:
+        try:
+            rows = sorted(data["data"], key=lambda row: row["index"])
+            vectors = [row["embedding"] for row in rows]
+            indexes = [row["index"] for row in rows]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelOutputError(
+                f"{self._where} answered without data[].embedding: {_excerpt(response.text)}"
+            ) from exc
+        if indexes != list(range(expected)):
+            raise ModelOutputError(
+                f"{self._where} returned {len(rows)} embeddings for {expected} inputs"
+                f" (indexes must be 0..{expected - 1})"
+            )
+        if not all(isinstance(vector, list) for vector in vectors):
+            raise ModelOutputError(f"{self._where} returned embeddings that are not float lists")
+        return vectors
+
+
+def chat_client(
+    settings: ServingSettings, *, http: httpx.AsyncClient | None = None
+) -> OpenAICompatibleClient:
+    """The chat client described by ``settings``; ModelUnavailable if no chat URL is set."""
+    if settings.chat_url is None:
+        raise ModelUnavailable("chat model endpoint is not configured (set GARRISON_CHAT_URL)")
+    return _from_settings(settings, settings.chat_url, settings.chat_model, http)
+
+
+def embed_client(
+    settings: ServingSettings, *, http: httpx.AsyncClient | None = None
+) -> OpenAICompatibleClient:
+    """The embedding client described by ``settings``; ModelUnavailable if no embed URL is set."""
+    if settings.embed_url is None:
+        raise ModelUnavailable("embedding endpoint is not configured (set GARRISON_EMBED_URL)")
+    return _from_settings(settings, settings.embed_url, settings.embed_model, http)
+
+
+def _from_settings(
+    settings: ServingSettings, url: str, model: str, http: httpx.AsyncClient | None
+) -> OpenAICompatibleClient:
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    return OpenAICompatibleClient(
+        url,
+        model=model,
+        api_key=key,
+        timeout_s=settings.model_timeout_s,
+        http=http,
+        embed_batch_size=settings.embed_batch_size,
+    )
+
+
+def _dumps(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _usage(data: Any) -> Usage:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return Usage(0, 0)
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return Usage(
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+    )
+
+
+def _model(data: Any, default: str) -> str:
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) and model else default
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= _OUTPUT_EXCERPT_CHARS else text[:_OUTPUT_EXCERPT_CHARS] + "..."
+
+
+def _display_url(url: str) -> str:
+    # Drop any user:password@ part: messages end up in logs and API responses.
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}"
