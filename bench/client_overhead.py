@@ -136,7 +136,7 @@ async def main(n: int, warmup: int, rounds: int) -> None:
         calls: dict[str, Call] = {"raw httpx POST": raw_post, "OpenAICompatibleClient": ours_chat}
         sdk: Any = None
         try:
-            import openai  # noqa: PLC0415 - optional peer, only for this comparison
+            import openai  # optional peer (bench extra); imported only for this row
         except ImportError:
             print("openai not installed: pip install -e '.[bench]'")
         else:

@@ -117,7 +117,8 @@ class OpenAICompatibleClient:
             finish_reason = choice.get("finish_reason") or "unknown"
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelOutputError(
-                f"{self._where} answered without choices[0].message: {_excerpt(response.text)}"
+                f"{self._where} answered without choices[0].message: "
+                f"{_excerpt(self._redact(response.text))}"
             ) from exc
         if not isinstance(content, str) or not content:
             raise ModelOutputError(f"{self._where} answered with no text content")

@@ -11,7 +11,8 @@ async def test_run_to_completion(
     doc, created = await services.documents.ingest(
         acme.tenant.id, title="Leave policy", text="Employees get 30 days of annual leave."
     )
-    assert created and doc.chunk_count == 1
+    assert created
+    assert doc.chunk_count == 1
     scripted_model.enqueue({"tool": "search_documents", "arguments": {"query": "annual leave"}})
     scripted_model.enqueue({"tool": "finish", "arguments": {"answer": "30 days"}})
     run = await services.runs.submit(acme.principal, "assistant", "How much leave do I get?")

@@ -1,0 +1,62 @@
+"""The decision contract: schema shape and parsing of model answers, without I/O."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.decision import InvalidAction, action_schema, parse_action
+from agent.tools import BUILTIN_TOOLS
+
+TOOLS = BUILTIN_TOOLS
+
+
+def test_schema_has_one_variant_per_tool_with_bounded_strings() -> None:
+    schema = action_schema(list(TOOLS.values()))
+    variants = schema["anyOf"]
+    assert [v["properties"]["tool"]["const"] for v in variants] == ["search_documents", "finish"]
+    for v in variants:
+        assert v["additionalProperties"] is False
+        assert v["required"] == ["tool", "arguments"]
+        for prop in v["properties"]["arguments"]["properties"].values():
+            if prop.get("type") == "string":
+                # Unbounded strings let guided decoding ramble past max_tokens (FACTS.md).
+                assert "maxLength" in prop
+
+
+def test_single_tool_schema_is_the_variant_itself() -> None:
+    schema = action_schema([TOOLS["finish"]])
+    assert schema["properties"]["tool"] == {"const": "finish"}
+
+
+def test_parse_valid_action_fills_defaults() -> None:
+    action = parse_action('{"tool": "search_documents", "arguments": {"query": "leave"}}', TOOLS)
+    assert action.tool == "search_documents"
+    assert action.arguments == {"query": "leave", "k": 4}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"tool": "rm_rf", "arguments": {}}', "must be one of"),
+        ('{"tool": "finish", "arguments": {}}', "answer"),
+        ('{"tool": "finish", "arguments": {"answer": ""}}', "answer"),
+        ('{"tool": "finish", "arguments": {"answer": "x", "extra": 1}}', "extra"),
+        ('{"tool": "finish", "arguments": {"answer": "x"}, "why": "?"}', "unexpected keys"),
+        ('{"tool": "search_documents", "arguments": {"query": "q", "k": 99}}', "k"),
+        (json.dumps({"tool": "finish", "arguments": {"answer": "x" * 2001}}), "answer"),
+    ],
+)
+def test_parse_rejects_invalid_answers_with_a_reason(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidAction) as err:
+        parse_action(raw, TOOLS)
+    assert reason in err.value.reason
+
+
+def test_parse_refuses_a_tool_the_agent_is_not_allowed() -> None:
+    only_finish = {"finish": TOOLS["finish"]}
+    with pytest.raises(InvalidAction, match="must be one of: finish"):
+        parse_action('{"tool": "search_documents", "arguments": {"query": "q"}}', only_finish)
