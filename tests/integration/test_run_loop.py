@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from agent import codes
-from agent.domain import RunStatus, StepStatus
+from agent.domain import Run, RunStatus, StepStatus
 from agent.runtime import Services, Settings, open_services
 from serving.settings import ServingSettings
 from serving.testing.scripted import ScriptedModelServer
@@ -20,7 +20,7 @@ def finish(answer: str) -> dict[str, object]:
     return {"tool": "finish", "arguments": {"answer": answer}}
 
 
-async def run_once(services: Services, fx: TenantFixture, task: str = "question?") -> object:
+async def run_once(services: Services, fx: TenantFixture, task: str = "question?") -> Run:
     run = await services.runs.submit(fx.principal, "assistant", task)
     assert await services.worker().run_until_idle() == 1
     return await services.runs.get(run.id, fx.tenant.id)
@@ -78,9 +78,9 @@ async def test_invalid_output_then_recovery(
     scripted_model.enqueue({"tool": "finish", "arguments": {}})
     scripted_model.enqueue(finish("42"))
     final = await run_once(services, acme)
-    steps = await services.runs.steps(final.id, acme.tenant.id)  # type: ignore[attr-defined]
+    steps = await services.runs.steps(final.id, acme.tenant.id)
 
-    assert final.status == RunStatus.SUCCEEDED  # type: ignore[attr-defined]
+    assert final.status == RunStatus.SUCCEEDED
     assert len(steps) == 1
     attempts = steps[0].decision["attempts"]
     assert len(attempts) == 3
@@ -100,10 +100,10 @@ async def test_invalid_output_until_the_limit_fails_the_run(
         scripted_model.enqueue('{"tool": "delete_everything", "arguments": {}}')
     scripted_model.enqueue(finish("never reached"))
     final = await run_once(services, acme)
-    steps = await services.runs.steps(final.id, acme.tenant.id)  # type: ignore[attr-defined]
+    steps = await services.runs.steps(final.id, acme.tenant.id)
 
-    assert final.status == RunStatus.FAILED  # type: ignore[attr-defined]
-    assert final.failure_code == codes.INVALID_MODEL_OUTPUT  # type: ignore[attr-defined]
+    assert final.status == RunStatus.FAILED
+    assert final.failure_code == codes.INVALID_MODEL_OUTPUT
     assert scripted_model.pending == 1  # bounded: the fourth answer was never asked for
     assert len(steps) == 1
     assert steps[0].status == StepStatus.FAILED
@@ -120,8 +120,8 @@ async def test_output_cut_at_max_tokens_counts_as_invalid(
     )
     scripted_model.enqueue(finish("done"))
     final = await run_once(services, acme)
-    steps = await services.runs.steps(final.id, acme.tenant.id)  # type: ignore[attr-defined]
-    assert final.status == RunStatus.SUCCEEDED  # type: ignore[attr-defined]
+    steps = await services.runs.steps(final.id, acme.tenant.id)
+    assert final.status == RunStatus.SUCCEEDED
     assert steps[0].decision["attempts"][0]["error"] == "model_output_invalid"
 
 
@@ -132,9 +132,9 @@ async def test_step_limit_ends_a_runaway_run(
     for i in range(5):
         scripted_model.enqueue(search(f"again {i}"))
     final = await run_once(services, fx)
-    steps = await services.runs.steps(final.id, fx.tenant.id)  # type: ignore[attr-defined]
-    assert final.status == RunStatus.FAILED  # type: ignore[attr-defined]
-    assert final.failure_code == codes.STEP_LIMIT_EXCEEDED  # type: ignore[attr-defined]
+    steps = await services.runs.steps(final.id, fx.tenant.id)
+    assert final.status == RunStatus.FAILED
+    assert final.failure_code == codes.STEP_LIMIT_EXCEEDED
     assert len(steps) == 2
     assert scripted_model.pending == 3
 
@@ -154,9 +154,9 @@ async def test_unreachable_model_fails_with_model_unavailable(
     try:
         fx = await make_tenant(services, "offline")
         final = await run_once(services, fx)
-        steps = await services.runs.steps(final.id, fx.tenant.id)  # type: ignore[attr-defined]
-        assert final.status == RunStatus.FAILED  # type: ignore[attr-defined]
-        assert final.failure_code == codes.MODEL_UNAVAILABLE  # type: ignore[attr-defined]
+        steps = await services.runs.steps(final.id, fx.tenant.id)
+        assert final.status == RunStatus.FAILED
+        assert final.failure_code == codes.MODEL_UNAVAILABLE
         assert steps[0].error_code == codes.MODEL_UNAVAILABLE
         assert steps[0].context["retrieval_error"] == codes.MODEL_UNAVAILABLE
     finally:
@@ -171,8 +171,8 @@ async def test_unconfigured_model_fails_with_model_unavailable(
     try:
         fx = await make_tenant(services, "nomodel")
         final = await run_once(services, fx)
-        assert final.failure_code == codes.MODEL_UNAVAILABLE  # type: ignore[attr-defined]
-        assert "GARRISON_CHAT_URL" in (final.failure_detail or "")  # type: ignore[attr-defined]
+        assert final.failure_code == codes.MODEL_UNAVAILABLE
+        assert "GARRISON_CHAT_URL" in (final.failure_detail or "")
     finally:
         await services.aclose()
 
@@ -189,6 +189,6 @@ async def test_hung_model_hits_the_deadline(
         fx = await make_tenant(services, "slow")
         scripted_model.enqueue(finish("too late"), delay_s=2.0)
         final = await run_once(services, fx)
-        assert final.failure_code == codes.MODEL_TIMEOUT  # type: ignore[attr-defined]
+        assert final.failure_code == codes.MODEL_TIMEOUT
     finally:
         await services.aclose()
