@@ -29,6 +29,13 @@ _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
 
+class EgressBlocked(PermissionError):
+    """An OSError, so code under test cleans up its socket as for any refused connection."""
+
+
+_egress_attempts: list[str] = []
+
+
 def _check_local(sock: socket.socket, address: Any) -> None:
     if sock.family == socket.AF_UNIX:
         return
@@ -38,7 +45,9 @@ def _check_local(sock: socket.socket, address: Any) -> None:
     except ValueError:
         local = host == "localhost"
     if not local:
-        raise AssertionError(f"test tried to connect off this machine: {address!r}")
+        # Recorded as well as raised: code that swallows connection errors still fails the test.
+        _egress_attempts.append(repr(address))
+        raise EgressBlocked(f"test tried to connect off this machine: {address!r}")
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> None:
@@ -52,10 +61,16 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
 
 
 @pytest.fixture(autouse=True)
-def no_network_egress(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_network_egress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The appliance must never call out; any non-loopback connection fails the test."""
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    _egress_attempts.clear()
+    yield
+    attempts = list(_egress_attempts)
+    _egress_attempts.clear()
+    if attempts:
+        pytest.fail(f"connections off this machine were attempted: {attempts}")
 
 
 @dataclass(frozen=True)
