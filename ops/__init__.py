@@ -1,0 +1,1 @@
+"""The `garrison` CLI: thin commands over the services the API uses (see ops.cli)."""

@@ -34,9 +34,7 @@ RETRY_AFTER_S = "5"
 """Seconds a client should wait before retrying a request that failed for want of a dependency."""
 MAX_DETAILS = 20
 MAX_DETAIL_CHARS = 200
-
-# Statuses Starlette raises by itself (routing, body parsing), named the way clients match them.
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+MAX_LOC_PARTS = 16
 
 
 class ApiError(Exception):
@@ -44,11 +42,17 @@ class ApiError(Exception):
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    retryable: ClassVar[bool] = False
+    """Whether the same request may succeed later (answered with Retry-After)."""
 
-    def __init__(self, message: str, details: Sequence[ErrorDetail] = ()) -> None:
+    def __init__(
+        self, message: str, details: Sequence[ErrorDetail] = (), *, internal: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = list(details)
+        self.internal = internal
+        """What the log gets and the client does not, e.g. why a component is down."""
 
 
 class PayloadTooLarge(ApiError):
@@ -61,6 +65,7 @@ class NotReady(ApiError):
 
     status = 503
     code = "not_ready"
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +99,15 @@ def problem_for(exc: Exception) -> Problem:
             details = [_validation_detail(e) for e in exc.errors()[:MAX_DETAILS]]
             return Problem(422, "invalid_request", "the request is not valid", details=details)
         case ApiError():
-            return Problem(exc.status, exc.code, exc.message, details=exc.details or None)
+            headers = dict(_RETRY) if exc.retryable else {}
+            return Problem(exc.status, exc.code, exc.message, headers, exc.details or None)
         case StarletteHTTPException():
             return _starlette_problem(exc)
         case DatabaseUnavailable():
-            return Problem(503, exc.code, "the database is unavailable; retry later", _RETRY)
+            return Problem(503, exc.code, "the database is unavailable; retry later", dict(_RETRY))
         case ModelUnavailable() | ModelTimeout():
             message = "a model endpoint is unavailable or too slow; retry later"
-            return Problem(503, exc.code, message, _RETRY)
+            return Problem(503, exc.code, message, dict(_RETRY))
         case ServingError():
             return Problem(502, exc.code, "a model endpoint answered with an error")
         case _:
@@ -115,7 +121,7 @@ def error_response(exc: Exception, request_id: str) -> JSONResponse:
         # The traceback goes to the log only: exception text can hold SQL, paths or secrets.
         log.error("request %s failed", request_id, exc_info=exc)
     elif problem.status >= 500:
-        detail = getattr(exc, "message", None) or str(exc)
+        detail = getattr(exc, "internal", None) or getattr(exc, "message", None) or str(exc)
         log.warning("request %s: %s (%s)", request_id, problem.code, detail)
     body = ErrorResponse(
         error=ErrorBody(
@@ -195,7 +201,9 @@ _DOCUMENTED: dict[int, dict[str, Any]] = {
 
 def _validation_detail(error: Any) -> ErrorDetail:
     # Only where and what: pydantic's `input` would echo arbitrarily large caller data back.
-    loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+    loc: list[str | int] = [p if isinstance(p, int) else str(p) for p in error.get("loc", ())]
+    if len(loc) > MAX_LOC_PARTS:  # deeply nested input makes a path as long as the input
+        loc = [*loc[:MAX_LOC_PARTS], "..."]
     msg = str(error.get("msg", "invalid value"))
     if error.get("type") == "json_invalid":
         msg = f"malformed JSON: {error.get('ctx', {}).get('error', 'cannot be parsed')}"
@@ -203,14 +211,15 @@ def _validation_detail(error: Any) -> ErrorDetail:
 
 
 def _starlette_problem(exc: StarletteHTTPException) -> Problem:
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    messages = {
-        404: "no such route",
-        405: "this method is not allowed on this route",
-        400: "the request body could not be read",
-    }
-    message = messages.get(exc.status_code, "the request cannot be served")
-    # Keep only the headers Starlette sets on purpose (Allow on a 405); nothing else is echoed.
-    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    if exc.status_code == 400:
+        # FastAPI's only 400 is a body it could not read as JSON (invalid UTF-8, numbers
+        # Python refuses to parse): malformed JSON, which is a 422 like any other.
+        return Problem(422, "invalid_request", "the request body is not valid JSON")
+    if exc.status_code == 405:
+        # Keep only the header Starlette sets on purpose; nothing else is echoed.
+        allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        return Problem(405, "method_not_allowed", "this method is not allowed here", allow)
+    if exc.status_code == 404:
+        return Problem(404, "not_found", "no such route")
     status = exc.status_code if 400 <= exc.status_code < 500 else 500
-    return Problem(status, code, message, headers)
+    return Problem(status, "http_error", "the request cannot be served")

@@ -1,0 +1,70 @@
+"""Every dependency a route can ask for, as `Annotated` aliases in one place.
+
+`ServicesDep` is the shared `Services`; `PrincipalDep` authenticates the bearer key (and so
+declares the security scheme in the OpenAPI document); `RunId` and `DocumentId` turn path
+segments into UUIDs. Dependencies raise domain errors; `agent.api.errors` renders them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from agent.domain import Principal
+from agent.errors import NotFound, Unauthorized
+from agent.runtime import Services
+
+# auto_error=False: a missing or non-Bearer header must fail through our Unauthorized, with
+# our error body and WWW-Authenticate, not FastAPI's own 401/403.
+_bearer = HTTPBearer(
+    scheme_name="bearer",
+    description="A Garrison API key: `Authorization: Bearer gk_...`.",
+    auto_error=False,
+)
+
+
+def get_services(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if not isinstance(services, Services):
+        raise RuntimeError("the app's services are not open; was it started without lifespan?")
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("a valid API key is required (Authorization: Bearer gk_...)")
+    return await services.keys.authenticate(credentials.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _object_id(kind: str, value: str) -> uuid.UUID:
+    # Not a 422: a malformed id names no object, and saying why would only help someone probe.
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{kind} not found") from None
+
+
+def run_id(run_id: Annotated[str, Path(description="The run's id (a UUID).")]) -> uuid.UUID:
+    return _object_id("run", run_id)
+
+
+def document_id(
+    document_id: Annotated[str, Path(description="The document's id (a UUID).")],
+) -> uuid.UUID:
+    return _object_id("document", document_id)
+
+
+RunId = Annotated[uuid.UUID, Depends(run_id)]
+DocumentId = Annotated[uuid.UUID, Depends(document_id)]

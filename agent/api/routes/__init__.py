@@ -1,0 +1,1 @@
+"""One router per resource. Routes parse, call one service, and shape the answer; nothing more."""

@@ -1,0 +1,1 @@
+"""One module per noun of `garrison <noun> <verb>`; each is a thin layer over `agent.services`."""

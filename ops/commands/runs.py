@@ -1,0 +1,175 @@
+"""`garrison runs list|show`: what runs did, step by step, across every tenant.
+
+`show` is the operator's view of a run: what the model was shown, what it answered on every
+attempt, what the code made of it, and what the tool returned. Humans get a condensed page with
+long values clipped; `--json` gives every recorded field in full.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from agent.domain import Run, RunStatus, Step
+from ops.output import JsonFlag, Output, clip, when
+from ops.runtime import Runtime, with_services
+
+app = typer.Typer(help="Runs: list them, and inspect one step by step.")
+
+RESULT_CHARS = 300
+"""How much of a tool result or model answer a person sees per line; --json has it all."""
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant.")] = None,
+    status: Annotated[
+        RunStatus | None, typer.Option("--status", "-s", help="Only runs in this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 20,
+    json_out: JsonFlag = False,
+) -> None:
+    """List the most recent runs."""
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        svc = rt.services
+        tenant_id = (await svc.tenancy.require_tenant(tenant)).id if tenant else None
+        runs = await svc.runs.list(tenant_id, status, limit)
+        names = {t.id: t.name for t in await svc.tenancy.list_tenants()}
+        rows = [
+            [
+                str(r.id),
+                names.get(r.tenant_id, "?"),
+                r.agent_name,
+                r.status,
+                str(r.step_count),
+                when(r.created_at),
+                r.failure_code or "",
+                clip(r.input, 40),
+            ]
+            for r in runs
+        ]
+        headers = ["ID", "TENANT", "AGENT", "STATUS", "STEPS", "CREATED", "FAILURE", "INPUT"]
+        payload = {"runs": [{"tenant": names.get(r.tenant_id), **_run(r)} for r in runs]}
+        out.emit(payload, lambda: out.table(headers, rows, empty="no runs"))
+
+    with_services(ctx, out, body)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    run_id: Annotated[
+        uuid.UUID, typer.Argument(help="The run's id, as POST /v1/runs returned it.")
+    ],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show a run and every step it took."""
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        # tenant_id=None: the operator sees every tenant's runs; clients never reach this path.
+        run = await rt.services.runs.get(run_id, None)
+        steps = await rt.services.runs.steps(run_id, None)
+
+        def human() -> None:
+            _print_run(out, run)
+            for step in steps:
+                out.line()
+                _print_step(out, step)
+
+        out.emit({"run": _run(run), "steps": steps}, human)
+
+    with_services(ctx, out, body)
+
+
+def _run(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "tenant_id": run.tenant_id,
+        "agent": run.agent_name,
+        "status": run.status,
+        "input": run.input,
+        "output": run.output,
+        "failure_code": run.failure_code,
+        "failure_detail": run.failure_detail,
+        "steps": run.step_count,
+        "attempts": run.attempts,
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def _print_run(out: Output, run: Run) -> None:
+    out.line(f"run {run.id}: agent {run.agent_name}, {run.status}")
+    pairs = [("input", clip(run.input, RESULT_CHARS))]
+    if run.output is not None:
+        pairs.append(("output", clip(run.output, RESULT_CHARS)))
+    if run.failure_code is not None:
+        pairs.append(("failure", f"{run.failure_code}: {run.failure_detail or ''}".rstrip(": ")))
+    pairs += [
+        ("tokens", f"{run.prompt_tokens} prompt + {run.completion_tokens} completion"),
+        ("steps", f"{run.step_count} (claimed {run.attempts} time(s))"),
+        ("created", when(run.created_at)),
+        ("started", _at(run.started_at, run.created_at, "queued")),
+        ("finished", _at(run.finished_at, run.started_at, "ran")),
+    ]
+    out.fields(pairs)
+
+
+def _at(at: datetime | None, since: datetime | None, what: str) -> str:
+    if at is None:
+        return "-"
+    if since is None:
+        return when(at)
+    return f"{when(at)} ({what} {(at - since).total_seconds():.2f} s)"
+
+
+def _print_step(out: Output, step: Step) -> None:
+    timing = f"model {step.model_ms:.1f} ms, tool {step.tool_ms:.1f} ms"
+    tokens = f"tokens {step.prompt_tokens}+{step.completion_tokens}"
+    out.line(f"step {step.number}: {step.status} ({timing}, {tokens})")
+    ctx = step.context
+    passages = ctx.get("passages")
+    summary = f"{ctx.get('messages', '?')} messages, {ctx.get('prompt_chars', '?')} prompt chars"
+    if passages is not None:
+        summary += f", {len(passages)} passage(s) retrieved"
+    if ctx.get("retrieval_error"):
+        summary += f" (retrieval failed: {ctx['retrieval_error']})"
+    pairs = [("context", summary)]
+    for p in passages or []:
+        pairs.append(("", f"[{p.get('score', 0):.3f}] {p.get('title', '?')}"))
+    for i, attempt in enumerate(step.decision.get("attempts", []), 1):
+        pairs.append((f"attempt {i}", _attempt(attempt)))
+    action = step.decision.get("action")
+    if action is not None:
+        arguments = clip(_compact(action.get("arguments", {})), RESULT_CHARS)
+        pairs.append(("action", f"{action['tool']} {arguments}"))
+    if step.result is not None:
+        pairs.append(("result", clip(_compact(step.result), RESULT_CHARS)))
+    if step.error_code is not None:
+        pairs.append(("error", step.error_code))
+    out.fields(pairs)
+
+
+def _attempt(attempt: dict[str, Any]) -> str:
+    if "raw" not in attempt:  # the call itself failed; nothing came back to parse
+        return f"failed: {attempt.get('error')}: {attempt.get('detail', '')}"
+    text = clip(attempt["raw"], RESULT_CHARS)
+    meta = f"finish {attempt.get('finish_reason')}, {attempt.get('latency_ms', 0):.1f} ms"
+    if attempt.get("error"):
+        return f"{text} ({meta}) -> invalid: {attempt['error']}"
+    return f"{text} ({meta})"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
