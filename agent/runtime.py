@@ -6,6 +6,8 @@ closed here once; the API factory and the CLI commands receive the finished `Ser
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +21,14 @@ from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
 from agent.tools import BUILTIN_TOOLS
 from agent.worker import Worker
+from datastore.errors import DatastoreError
 from datastore.settings import DatabaseSettings
 from datastore.store import Datastore, open_datastore
 from serving.errors import ServingError
 from serving.roles import ModelDirectory
 from serving.settings import ServingSettings
+
+HEALTH_PROBE_TIMEOUT_S = 3.0
 
 
 class Settings(BaseModel):
@@ -74,24 +79,37 @@ class Services:
     def worker(self, worker_id: str | None = None) -> Worker:
         return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id)
 
-    async def health(self) -> list[ComponentHealth]:
-        """Is each dependency reachable right now? Used by /readyz and `garrison up`."""
-        results: list[ComponentHealth] = []
-        try:
-            await self.store.ping()
-            results.append(ComponentHealth("database", True, "reachable"))
-        except Exception as exc:
-            results.append(ComponentHealth("database", False, str(exc)))
-        for name, client, url in (
-            ("chat_model", self.models.chat_model("decide"), self.models.chat_endpoint),
-            ("embed_model", self.models.embedder(), self.models.embed_endpoint),
-        ):
+    async def health(self, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[ComponentHealth]:
+        """Is each dependency reachable right now? Used by /readyz and `garrison up`.
+
+        Probes run concurrently under a short deadline of their own: a hung model must not make
+        a readiness check take the model call timeout (a minute) to answer.
+        """
+
+        async def probe(name: str, check: Awaitable[None], ok: str) -> ComponentHealth:
             try:
-                await client.ping()
-                results.append(ComponentHealth(name, True, f"reachable at {url}"))
-            except ServingError as exc:
-                results.append(ComponentHealth(name, False, f"{exc.code}: {exc.message}"))
-        return results
+                await asyncio.wait_for(check, timeout_s)
+            except TimeoutError:
+                return ComponentHealth(name, False, f"no answer within {timeout_s:g} s")
+            except (ServingError, DatastoreError) as exc:
+                return ComponentHealth(name, False, f"{exc.code}: {exc.message}")
+            return ComponentHealth(name, True, ok)
+
+        return list(
+            await asyncio.gather(
+                probe("database", self.store.ping(), "reachable"),
+                probe(
+                    "chat_model",
+                    self.models.chat_model("decide").ping(),
+                    f"reachable at {self.models.chat_endpoint}",
+                ),
+                probe(
+                    "embed_model",
+                    self.models.embedder().ping(),
+                    f"reachable at {self.models.embed_endpoint}",
+                ),
+            )
+        )
 
     async def aclose(self) -> None:
         await self.models.aclose()

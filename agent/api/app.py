@@ -57,6 +57,10 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a public CDN: on an appliance that must
+        # never call out they would be blank pages. The schema itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
         # Listed outermost first: the request id must exist before a 413 is written.
         middleware=[
             Middleware(RequestIdMiddleware),
