@@ -72,7 +72,7 @@ class EmbeddedPostgres:
             ).fetchone()
             if exists is None:
                 conn.execute(f'CREATE DATABASE "{APP_DATABASE}"')
-                log.info("created database %s", APP_DATABASE)
+                log.debug("created database %s", APP_DATABASE)
 
 
 def _forget_dead_holders(pgdata: Path, server_cls: Any) -> None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -237,7 +240,16 @@ def _ready(
             out.line("send a first run:")
             out.line(f"  {curl}")
             out.line("then see what it did, step by step:")
-            out.line("  garrison runs show <id from the response>")
+            out.line(f"  {cli_name()} runs show <id from the response>")
         out.line("press Ctrl-C to stop")
 
     out.emit(payload, human)
+
+
+def cli_name() -> str:
+    """How to call this CLI again: `garrison` when it is on PATH, else the full path to it."""
+    me = Path(sys.argv[0]).resolve()
+    found = shutil.which("garrison")
+    if found is not None and Path(found).resolve() == me:
+        return "garrison"
+    return str(me) if me.name == "garrison" else "garrison"
