@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ops.commands import agents, db, docs, keys, runs, tenants, up, worker
+from ops.commands import agents, db, docs, engine, keys, models, runs, tenants, up, worker
 from ops.errors import CALLER
 from ops.output import Output
 from ops.runtime import CliState
@@ -94,6 +94,8 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(keys.app, name="keys")
 app.add_typer(docs.app, name="docs")
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
+app.add_typer(engine.app, name="engine")
 
 
 def main() -> None:
