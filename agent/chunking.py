@@ -1,82 +1,157 @@
-"""Splitting a document's text into chunks for embedding.
+"""Splitting a document's text into chunks that follow its structure, within a token budget.
 
-Paragraphs (and Markdown headings, which start a new chunk) are packed up to a character budget;
-a paragraph longer than the budget is cut at sentence, then word boundaries. Consecutive chunks
-share a short overlap so a sentence cut at a boundary is still found whole in one of them.
+Markdown headings (outside code fences) open sections; a chunk never spans two sections and
+carries its section's heading path ("Policy > Annual leave"). Inside a section, paragraphs are
+packed up to the budget; a paragraph over budget is cut at sentences, then at words, and a
+"word" longer than the budget (a URL, base64) is cut hard. Consecutive chunks of one section share
+an overlap of whole trailing sentences, so a passage cut at a boundary is still found whole.
+
+Tokens are estimated, not counted with the embedding model's tokenizer (which lives in the
+engine's environment, not here): a word is one token per six characters, rounded up, and each
+punctuation mark is one. That tracks word-piece counts of ordinary prose closely and errs high on
+odd strings, which is the safe side for a model that truncates its input.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = ("```", "~~~")
+CHARS_PER_TOKEN = 6
 
 
-def chunk_text(text: str, *, max_chars: int, overlap_chars: int) -> list[str]:
-    if max_chars <= overlap_chars:
-        raise ValueError("max_chars must exceed overlap_chars")
-    pieces: list[str] = []
-    for block in _PARAGRAPH_BREAK.split(text.replace("\r\n", "\n")):
-        block = block.strip()
-        if block:
-            pieces.extend(_split_long(block, max_chars - overlap_chars))
-    chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        starts_section = piece.startswith("#")
-        if current and (starts_section or len(current) + 2 + len(piece) > max_chars):
-            chunks.append(current)
-            tail = _overlap(current, overlap_chars) if not starts_section else ""
-            current = f"{tail}\n\n{piece}" if tail else piece
-        else:
-            current = f"{current}\n\n{piece}" if current else piece
-    if current:
-        chunks.append(current)
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    text: str
+    heading: str
+    """The heading path of the section the chunk lies in; empty before the first heading."""
+    tokens: int
+    """The estimated token count, never above the budget the chunk was cut for."""
+
+
+def count_tokens(text: str) -> int:
+    """Estimated tokens of `text` (see the module docstring)."""
+    return sum(-(-len(t) // CHARS_PER_TOKEN) for t in _TOKEN.findall(text))
+
+
+def chunk_document(text: str, *, max_tokens: int, overlap_tokens: int) -> list[Chunk]:
+    # The overlap is taken from the budget, so it must leave room for new text in every chunk.
+    if not 0 <= overlap_tokens < max_tokens // 2:
+        raise ValueError("overlap_tokens must be at least 0 and less than half of max_tokens")
+    chunks: list[Chunk] = []
+    for heading, blocks in _sections(text.replace("\r\n", "\n")):
+        chunks.extend(_pack(blocks, heading, max_tokens, overlap_tokens))
     return chunks
 
 
-def _split_long(block: str, limit: int) -> list[str]:
-    if len(block) <= limit:
+def _sections(text: str) -> Iterator[tuple[str, list[str]]]:
+    """(heading path, paragraphs) per section; a heading line is its section's first paragraph."""
+    path: list[tuple[int, str]] = []
+    heading = ""
+    blocks: list[str] = []
+    lines: list[str] = []
+    fenced = False
+    for line in text.split("\n"):
+        if line.lstrip().startswith(_FENCE):
+            fenced = not fenced  # blank lines and '#' comments inside code are not structure
+        elif not fenced and (match := _HEADING.match(line)):
+            _close_paragraph(lines, blocks)
+            if _has_body(blocks):
+                yield heading, blocks
+            level = len(match.group(1))
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, match.group(2)))
+            heading, blocks = " > ".join(title for _, title in path), [line.strip()]
+            continue
+        elif not fenced and not line.strip():
+            _close_paragraph(lines, blocks)
+            continue
+        lines.append(line)
+    _close_paragraph(lines, blocks)
+    if _has_body(blocks):
+        yield heading, blocks
+
+
+def _close_paragraph(lines: list[str], blocks: list[str]) -> None:
+    block = "\n".join(lines).strip()
+    if block:
+        blocks.append(block)
+    lines.clear()
+
+
+def _has_body(blocks: list[str]) -> bool:
+    # A section holding nothing but its heading adds nothing: its title lives on in the heading
+    # path of the sections nested under it.
+    return len(blocks) > 1 or (len(blocks) == 1 and not _HEADING.match(blocks[0]))
+
+
+def _pack(blocks: list[str], heading: str, max_tokens: int, overlap: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    text, used = "", 0
+    fresh = False  # whether `text` holds anything beyond the overlap it was seeded with
+    for block in blocks:
+        for i, unit in enumerate(_units(block, max_tokens - overlap)):
+            size = count_tokens(unit)
+            if fresh and used + size > max_tokens:
+                chunks.append(Chunk(text, heading, used))
+                text = _overlap(text, overlap)
+                used, fresh = count_tokens(text), False
+            # Units of one paragraph are rejoined with a space, paragraphs with a blank line.
+            joiner = " " if i else "\n\n"
+            text = f"{text}{joiner}{unit}" if text else unit
+            used += size
+            fresh = True
+    if fresh:
+        chunks.append(Chunk(text, heading, used))
+    return chunks
+
+
+def _units(block: str, limit: int) -> list[str]:
+    """`block` whole, or cut into sentences, words or hard pieces of at most `limit` tokens."""
+    if count_tokens(block) <= limit:
         return [block]
-    out: list[str] = []
-    current = ""
+    units: list[str] = []
     for sentence in _SENTENCE_END.split(block):
-        for word_run in _split_words(sentence, limit):
-            if current and len(current) + 1 + len(word_run) > limit:
-                out.append(current)
-                current = word_run
-            else:
-                current = f"{current} {word_run}" if current else word_run
-    if current:
-        out.append(current)
-    return out
+        if count_tokens(sentence) <= limit:
+            units.append(sentence)
+            continue
+        for word in sentence.split():
+            while count_tokens(word) > limit:
+                cut = _hard_cut(word, limit)
+                units.append(word[:cut])
+                word = word[cut:]
+            units.append(word)
+    return units
 
 
-def _split_words(sentence: str, limit: int) -> list[str]:
-    if len(sentence) <= limit:
-        return [sentence]
-    out: list[str] = []
-    current = ""
-    for word in sentence.split():
-        # A single "word" longer than the limit (a URL, base64) is cut hard.
-        while len(word) > limit:
-            out.append(word[:limit])
-            word = word[limit:]
-        if current and len(current) + 1 + len(word) > limit:
-            out.append(current)
-            current = word
+def _hard_cut(word: str, limit: int) -> int:
+    """The longest prefix of `word` within `limit` tokens (at least one character)."""
+    low, high = 1, len(word)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if count_tokens(word[:mid]) <= limit:
+            low = mid
         else:
-            current = f"{current} {word}" if current else word
-    if current:
-        out.append(current)
-    return out
+            high = mid - 1
+    return low
 
 
-def _overlap(chunk: str, overlap_chars: int) -> str:
-    if overlap_chars == 0:
+def _overlap(text: str, budget: int) -> str:
+    """The trailing whole sentences of `text` that fit in `budget` tokens (may be empty)."""
+    if budget == 0:
         return ""
-    tail = chunk[-overlap_chars:]
-    # Start the overlap at a word boundary so no chunk begins mid-word.
-    space = tail.find(" ")
-    return tail[space + 1 :] if 0 <= space < len(tail) - 1 else tail
+    taken: list[str] = []
+    used = 0
+    for sentence in reversed(_SENTENCE_END.split(text.rsplit("\n\n", 1)[-1])):
+        size = count_tokens(sentence)
+        if used + size > budget:
+            break
+        taken.append(sentence)
+        used += size
+    return " ".join(reversed(taken))

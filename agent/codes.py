@@ -4,6 +4,7 @@ from typing import Final
 
 MODEL_UNAVAILABLE: Final = "model_unavailable"
 MODEL_TIMEOUT: Final = "model_timeout"
+MODEL_OVERLOADED: Final = "model_overloaded"
 MODEL_ERROR: Final = "model_http_error"
 INVALID_MODEL_OUTPUT: Final = "invalid_model_output"
 STEP_LIMIT_EXCEEDED: Final = "step_limit_exceeded"

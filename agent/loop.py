@@ -54,6 +54,8 @@ class StepDraft:
     completion_tokens: int = 0
     model_ms: float = 0.0
     tool_ms: float = 0.0
+    deployment: str | None = None
+    """The deployment whose answer became the step's action."""
 
     def freeze(
         self,
@@ -66,6 +68,7 @@ class StepDraft:
         decision: JSON = {"attempts": self.attempts}
         if action is not None:
             decision["action"] = {"tool": action.tool, "arguments": action.arguments}
+            decision["deployment"] = self.deployment
         return Step(
             run_id=self.run_id,
             number=self.number,
@@ -232,7 +235,9 @@ class RunLoop:
                     max_tokens=self._settings.decision_max_tokens,
                 )
             except ModelOutputError as exc:
-                draft.attempts.append({"error": exc.code, "detail": exc.message})
+                draft.attempts.append(
+                    {"error": exc.code, "detail": exc.message, "deployment": exc.deployment}
+                )
                 continue
             draft.prompt_tokens += answer.usage.prompt_tokens
             draft.completion_tokens += answer.usage.completion_tokens
@@ -241,11 +246,12 @@ class RunLoop:
                 "raw": answer.content[:4000],
                 "finish_reason": answer.finish_reason,
                 "model": answer.model,
+                "deployment": answer.deployment,
                 "latency_ms": round(answer.latency_ms, 3),
             }
             draft.attempts.append(attempt)
             try:
-                return parse_action(answer.content, tools)
+                action = parse_action(answer.content, tools)
             except InvalidAction as exc:
                 attempt["error"] = exc.reason
                 # Shown after the stable prefix, so a retry still hits the prefix cache.
@@ -257,4 +263,7 @@ class RunLoop:
                         "Answer again with exactly one JSON object.",
                     }
                 )
+                continue
+            draft.deployment = answer.deployment
+            return action
         return None

@@ -17,13 +17,19 @@ from agent.domain import (
     AuditEntry,
     ChunkHit,
     Document,
-    NewChunk,
+    DocumentWrite,
+    ModelDeploymentRecord,
+    ModelSync,
+    NewDocument,
     Principal,
     Role,
     Run,
     RunOutcome,
     RunStatus,
+    SearchQuery,
+    SearchResult,
     Step,
+    StoredChunk,
     Tenant,
 )
 from serving.types import ChatResult, EmbeddingResult, Message
@@ -115,30 +121,66 @@ class RunStore(Protocol):
         ...
 
 
-class DocumentStore(Protocol):
-    async def find_document_by_hash(
-        self, tenant_id: uuid.UUID, content_hash: str
-    ) -> Document | None: ...
-    async def insert_document(
-        self,
-        tenant_id: uuid.UUID,
-        *,
-        title: str,
-        source: str | None,
-        metadata: JSON,
-        content_hash: str,
-        chunks: Sequence[NewChunk],
-    ) -> tuple[Document, bool]:
-        """Store a document and its chunks atomically. Returns (document, created)."""
+class SearchStore(Protocol):
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """The top `query.k` chunks of the tenant's documents matching the filter.
+
+        Exactly `k` hits whenever at least `k` chunks are in scope; never a chunk of another
+        tenant. With `query.text`, vector and keyword results are fused (reciprocal rank).
+        """
+        ...
+
+    async def search_chunks(
+        self, tenant_id: uuid.UUID, embedding: Sequence[float], k: int
+    ) -> list[ChunkHit]:
+        """Vector search without filters: `search` for callers that need only the hits."""
+        ...
+
+
+class DocumentStore(SearchStore, Protocol):
+    async def find_documents(
+        self, tenant_id: uuid.UUID, keys: Sequence[str]
+    ) -> dict[str, Document]:
+        """The stored documents under these keys (missing keys are absent from the result)."""
+        ...
+
+    async def write_documents(
+        self, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
+    ) -> list[DocumentWrite]:
+        """Store each document under its key in one transaction, in input order.
+
+        A key already stored gets a new version whose chunks replace the old ones in the same
+        commit, so a reader sees the old document or the new one, never a mix. The keys must be
+        distinct within one call.
+        """
         ...
 
     async def get_document(
         self, document_id: uuid.UUID, tenant_id: uuid.UUID
     ) -> Document | None: ...
-    async def list_documents(self, tenant_id: uuid.UUID, limit: int) -> list[Document]: ...
-    async def search_chunks(
-        self, tenant_id: uuid.UUID, embedding: Sequence[float], k: int
-    ) -> list[ChunkHit]: ...
+    async def list_documents(
+        self, tenant_id: uuid.UUID, limit: int, offset: int = 0
+    ) -> list[Document]: ...
+    async def list_chunks(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int
+    ) -> list[StoredChunk]: ...
+    async def delete_document(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> Document | None:
+        """Delete a document and its chunks; the deleted document, or None if there was none."""
+        ...
+
+    async def count_chunks(self) -> int:
+        """Chunks stored over all tenants (an estimate from statistics is fine)."""
+        ...
+
+    async def drop_vector_index(self) -> bool:
+        """Drop the HNSW index before a bulk load; whether it existed."""
+        ...
+
+    async def build_vector_index(self, *, concurrently: bool = False) -> bool:
+        """Build (or rebuild) the HNSW index and refresh statistics; whether it was missing."""
+        ...
 
 
 class AuditLog(Protocol):
@@ -153,6 +195,14 @@ class AuditLog(Protocol):
         detail: JSON,
     ) -> AuditEntry: ...
     async def list_entries(self, tenant_id: uuid.UUID | None, limit: int) -> list[AuditEntry]: ...
+
+
+class ModelDeploymentStore(Protocol):
+    async def sync(self, deployments: Sequence[ModelDeploymentRecord], *, actor: str) -> ModelSync:
+        """Make the stored set exactly `deployments`, in one transaction, audited if it changed."""
+        ...
+
+    async def list_deployments(self) -> list[ModelDeploymentRecord]: ...
 
 
 class HealthProbe(Protocol):

@@ -1,7 +1,8 @@
 """The composition root shared by `garrison` and the API: settings in, wired services out.
 
-Everything that has a lifetime (the database engine, the model clients) is opened here once and
-closed here once; the API factory and the CLI commands receive the finished `Services`.
+Everything that has a lifetime (the database engine, the model router and its clients) is opened
+here once and closed here once; the API factory and the CLI commands receive the finished
+`Services`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.loop import RunLoop
 from agent.services.documents import DocumentService
 from agent.services.keys import KeyService
+from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
 from agent.tools import BUILTIN_TOOLS
 from agent.worker import Worker
 from datastore.errors import DatastoreError
+from datastore.schema import EMBEDDING_DIM
 from datastore.settings import DatabaseSettings
 from datastore.store import Datastore, open_datastore
-from serving.errors import ServingError
-from serving.roles import ModelDirectory
+from serving.health import DeploymentHealth
+from serving.registry_source import RegistrySource, active_registry
+from serving.router import Router
 from serving.settings import ServingSettings
 
 HEALTH_PROBE_TIMEOUT_S = 3.0
+READINESS_ROLES = (("chat_model", "decide"), ("embed_model", "embed"))
+"""Readiness needs one answering deployment per role; the component keeps its historic name."""
 
 
 class Settings(BaseModel):
@@ -53,11 +59,14 @@ class ComponentHealth:
 class Services:
     settings: Settings
     store: Datastore
-    models: ModelDirectory
+    models: Router
+    source: RegistrySource
+    """Where the router's registry came from (models file, environment, bundled, none)."""
     keys: KeyService = field(init=False)
     tenancy: TenancyService = field(init=False)
     runs: RunService = field(init=False)
     documents: DocumentService = field(init=False)
+    catalog: ModelCatalog = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.store
@@ -65,6 +74,7 @@ class Services:
         self.tenancy = TenancyService(s.tenants, s.agents, s.audit, self.settings.agent)
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
+        self.catalog = ModelCatalog(s.models, self.models.registry)
 
     def run_loop(self) -> RunLoop:
         return RunLoop(
@@ -82,8 +92,9 @@ class Services:
     async def health(self, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[ComponentHealth]:
         """Is each dependency reachable right now? Used by /readyz and `garrison up`.
 
-        Probes run concurrently under a short deadline of their own: a hung model must not make
-        a readiness check take the model call timeout (a minute) to answer.
+        The database, then per readiness role (decide, embed) whether at least one deployment of
+        its chain answers. Every deployment is probed concurrently under a short deadline of its
+        own: a hung model must not make a readiness check take the model call timeout to answer.
         """
 
         async def probe(name: str, check: Awaitable[None], ok: str) -> ComponentHealth:
@@ -91,34 +102,48 @@ class Services:
                 await asyncio.wait_for(check, timeout_s)
             except TimeoutError:
                 return ComponentHealth(name, False, f"no answer within {timeout_s:g} s")
-            except (ServingError, DatastoreError) as exc:
+            except DatastoreError as exc:
                 return ComponentHealth(name, False, f"{exc.code}: {exc.message}")
             return ComponentHealth(name, True, ok)
 
-        return list(
-            await asyncio.gather(
-                probe("database", self.store.ping(), "reachable"),
-                probe(
-                    "chat_model",
-                    self.models.chat_model("decide").ping(),
-                    f"reachable at {self.models.chat_endpoint}",
-                ),
-                probe(
-                    "embed_model",
-                    self.models.embedder().ping(),
-                    f"reachable at {self.models.embed_endpoint}",
-                ),
-            )
+        database, deployments = await asyncio.gather(
+            probe("database", self.store.ping(), "reachable"), self.models.health(timeout_s)
         )
+        by_name = {h.name: h for h in deployments}
+        return [database, *(self._role(c, role, by_name) for c, role in READINESS_ROLES)]
+
+    def _role(
+        self, component: str, role: str, health: dict[str, DeploymentHealth]
+    ) -> ComponentHealth:
+        chain = [health[lane.name] for lane in self.models.chain(role)]
+        if not chain:
+            return ComponentHealth(component, False, self.models.unserved(role))
+        up = next((h for h in chain if h.ok), None)
+        if up is not None:
+            return ComponentHealth(component, True, f"reachable at {up.url} (deployment {up.name})")
+        return ComponentHealth(component, False, "; ".join(f"{h.name}: {h.detail}" for h in chain))
 
     async def aclose(self) -> None:
         await self.models.aclose()
         await self.store.close()
 
 
+def open_router(settings: ServingSettings) -> tuple[RegistrySource, Router]:
+    """The active registry and a router over it; `ModelsFileError` if the models file is bad.
+    Embedding deployments must produce the vectors the document store keeps."""
+    source = active_registry(settings, embedding_dim=EMBEDDING_DIM)
+    return source, Router(source.registry, settings, hints=source)
+
+
 async def open_services(settings: Settings, url: str, *, upgrade: bool = True) -> Services:
-    store = await open_datastore(url, settings.database, upgrade=upgrade)
-    return Services(settings=settings, store=store, models=ModelDirectory(settings.serving))
+    # The registry first: an invalid models file must fail before anything is opened.
+    source, router = open_router(settings.serving)
+    try:
+        store = await open_datastore(url, settings.database, upgrade=upgrade)
+    except BaseException:
+        await router.aclose()
+        raise
+    return Services(settings=settings, store=store, models=router, source=source)
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -128,5 +153,6 @@ def describe(settings: Settings) -> dict[str, Any]:
         "data_dir": str(settings.database.data_dir),
         "chat_url": settings.serving.chat_url,
         "embed_url": settings.serving.embed_url,
+        "models_file": str(settings.serving.models_file) if settings.serving.models_file else None,
         "api": f"http://{settings.api.host}:{settings.api.port}",
     }

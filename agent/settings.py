@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,8 +20,21 @@ class AgentSettings(BaseSettings):
     poll_interval_s: float = Field(default=0.2, gt=0)
     default_max_steps: int = Field(default=8, ge=1, le=200)
     default_retrieval_k: int = Field(default=4, ge=0, le=50)
-    chunk_chars: int = Field(default=1200, ge=200, le=20_000)
-    chunk_overlap_chars: int = Field(default=150, ge=0, le=2000)
+    chunk_tokens: int = Field(default=200, ge=32, le=8192)
+    """Budget per chunk in estimated tokens; under the embedding model's input limit (256 for
+    all-MiniLM-L6-v2) with room for the title and heading embedded with each chunk."""
+    chunk_overlap_tokens: int = Field(default=30, ge=0, le=1024)
+    ingest_group_chunks: int = Field(default=256, ge=1, le=100_000)
+    """Chunks embedded and committed together: one embedding request series, one COPY."""
+    bulk_load_min_chunks: int = Field(default=20_000, ge=1)
+    """An ingest expected to add at least this many chunks, and more than are stored already,
+    drops the vector index and builds it once at the end instead of growing it row by row."""
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> AgentSettings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("chunk_overlap_tokens must be less than half of chunk_tokens")
+        return self
 
 
 class ApiSettings(BaseSettings):

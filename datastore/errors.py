@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import ClassVar
 
+import psycopg
 import sqlalchemy.exc
 
 
@@ -41,6 +42,10 @@ async def translated() -> AsyncIterator[None]:
     try:
         yield
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        raise DatabaseUnavailable("the database is unreachable") from exc
+    # The same failures raised by psycopg itself, on the raw connection that COPY and vector
+    # search use (`datastore.driver`).
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise DatabaseUnavailable("the database is unreachable") from exc
     except sqlalchemy.exc.TimeoutError as exc:
         raise DatabaseUnavailable("no database connection became free in time") from exc

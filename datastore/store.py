@@ -18,6 +18,7 @@ from datastore.engine import create_async
 from datastore.errors import translated
 from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
+from datastore.repos.models import ModelDeploymentRepository
 from datastore.repos.runs import RunRepository
 from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
 from datastore.settings import DatabaseSettings
@@ -33,6 +34,7 @@ class Datastore:
     runs: RunRepository = field(init=False)
     documents: DocumentRepository = field(init=False)
     audit: AuditRepository = field(init=False)
+    models: ModelDeploymentRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantRepository(self.engine)
@@ -41,6 +43,7 @@ class Datastore:
         self.runs = RunRepository(self.engine)
         self.documents = DocumentRepository(self.engine)
         self.audit = AuditRepository(self.engine)
+        self.models = ModelDeploymentRepository(self.engine)
 
     async def ping(self) -> None:
         async with translated(), self.engine.connect() as conn:

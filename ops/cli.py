@@ -14,7 +14,21 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ops.commands import agents, db, docs, engine, keys, models, runs, tenants, up, worker
+# Imported for its side effect: it adds the engine commands (serve, stop, ...) to `models`.
+import ops.commands.engines  # noqa: F401
+from ops.commands import (
+    agents,
+    db,
+    docs,
+    engine,
+    keys,
+    models,
+    runs,
+    search,
+    tenants,
+    up,
+    worker,
+)
 from ops.errors import CALLER
 from ops.output import Output
 from ops.runtime import CliState
@@ -93,6 +107,8 @@ app.add_typer(tenants.app, name="tenants")
 app.add_typer(agents.app, name="agents")
 app.add_typer(keys.app, name="keys")
 app.add_typer(docs.app, name="docs")
+app.command("search")(search.search)
+app.command("reindex")(search.reindex)
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(engine.app, name="engine")

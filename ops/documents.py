@@ -1,53 +1,110 @@
-"""Reading files as documents: what counts as text, and what a document's title is.
+"""Reading files and folders as documents: which files, how big, what title, what metadata.
 
-Shared by `garrison docs add` and the demo seed; the ingestion itself is
-`agent.services.documents`.
+Shared by `garrison docs add` and the demo seed; parsing the formats is `agent.formats`, and the
+ingestion itself `agent.services`. A folder is walked recursively for the formats Garrison reads
+(text, Markdown, HTML, PDF), skipping hidden entries; a file named explicitly is read whatever
+its name. A file is checked for size before it is read, so a huge file costs no memory.
 """
 
 from __future__ import annotations
 
-import re
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
-_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
+from agent.formats import (
+    SUFFIXES,
+    DocumentFormat,
+    UnreadableDocument,
+    clean_title,
+    detect,
+    markdown_title,
+    parse_bytes,
+)
+from agent.services.document_input import DocumentInput
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+SNIFF_BYTES = 64
 
 
-class UnreadableFile(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+def expand(paths: Sequence[Path]) -> tuple[list[Path], int]:
+    """The files to read (explicit ones as given, folders walked), and how many were ignored."""
+    found: list[Path] = []
+    ignored = 0
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)  # a missing or unreadable one is reported when it is read
+            continue
+        for file in _walk(path):
+            if file.suffix.lower() in SUFFIXES:
+                found.append(file)
+            else:
+                ignored += 1
+    return found, ignored
 
 
-def read_document(path: Path, title: str | None = None) -> tuple[str, str]:
-    """The (title, text) of a file, or `UnreadableFile` saying why it is not a document."""
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def estimated_bytes(files: Sequence[Path]) -> int:
+    total = 0
+    for file in files:
+        try:
+            total += file.stat().st_size
+        except OSError:
+            continue  # reported when it is read
+    return total
+
+
+def read_document(
+    path: Path,
+    title: str | None = None,
+    *,
+    tags: Sequence[str] = (),
+    metadata: dict[str, object] | None = None,
+    key: str | None = None,
+) -> DocumentInput:
+    """The file as a document, or `UnreadableDocument` saying why it is not one."""
     try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise UnreadableDocument("is a directory")
+        if size > MAX_FILE_BYTES:
+            limit = MAX_FILE_BYTES // 2**20
+            raise UnreadableDocument(
+                f"file is too large ({size / 2**20:.1f} MiB; the limit is {limit} MiB)"
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise UnreadableFile("file not found") from None
-    except IsADirectoryError:
-        raise UnreadableFile("is a directory") from None
+        raise UnreadableDocument("file not found") from None
     except OSError as exc:
-        raise UnreadableFile(f"cannot read: {exc.strerror or exc}") from None
-    # NUL never occurs in text; checked first because NUL-laden binaries can be valid UTF-8.
-    if b"\x00" in raw:
-        raise UnreadableFile("binary file, not text")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
-    if not text.strip():
-        raise UnreadableFile("empty file")
-    return title or title_of(path, text), text
+        raise UnreadableDocument(f"cannot read: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise UnreadableDocument("empty file")
+    parsed = parse_bytes(raw, detect(path.name, raw[:SNIFF_BYTES]))
+    source = str(path.resolve())
+    return DocumentInput(
+        text=parsed.text,
+        title=title or parsed.title or path.name,
+        # HTML comes out with Markdown headings; PDF text has no structure to keep.
+        format=DocumentFormat.TEXT
+        if parsed.format is DocumentFormat.TEXT
+        else DocumentFormat.MARKDOWN,
+        metadata={"filename": path.name, "bytes": size, "format": parsed.format.value}
+        | (metadata or {}),
+        tags=tuple(tags),
+        key=key,
+        source=source,
+    )
 
 
 def title_of(path: Path, text: str) -> str:
     """The first Markdown heading, or the file name for plain text or a headingless file."""
-    if path.suffix.lower() in MARKDOWN_SUFFIXES:
-        fenced = False
-        for line in text.splitlines():
-            if line.lstrip().startswith(("```", "~~~")):
-                fenced = not fenced  # a '# comment' in a code block is not a heading
-            elif not fenced and (match := _HEADING.match(line)):
-                return match.group(1)[:300]
-    return path.name
+    if path.suffix.lower() in (".md", ".markdown"):
+        return markdown_title(text) or path.name
+    return clean_title(path.name) or path.name

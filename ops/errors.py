@@ -4,7 +4,8 @@ This is the CLI's one mapping from exceptions to exit codes, the counterpart of 
 error-to-HTTP mapping. Exit codes follow the blame split of the error hierarchies:
 
 * 1 — the caller asked for something wrong (`not_found`, `invalid_request`, ...);
-* 2 — the command line or its configuration is wrong (`usage`, `invalid_configuration`);
+* 2 — the command line or its configuration is wrong (`usage`, `invalid_configuration`,
+  `invalid_models_file`);
 * 3 — infrastructure is missing or broken (`database_unavailable`, `model_unavailable`, ...).
 
 Only errors raised on purpose are classified; anything else is a bug and keeps its traceback.
@@ -17,7 +18,7 @@ from typing import Final
 
 from agent.errors import AgentError, CallerError, ConfigurationError
 from datastore.errors import DatabaseUnavailable, DatastoreError
-from serving.errors import ServingError
+from serving.errors import ModelsFileError, ServingError
 
 CALLER: Final = 1
 USAGE: Final = 2
@@ -50,7 +51,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure(exc.code, exc.message, exc.exit_code)
     if isinstance(exc, CallerError):
         return Failure(exc.code, exc.message, CALLER)
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | ModelsFileError):
         return Failure(exc.code, exc.message, USAGE)
     if isinstance(exc, DatabaseUnavailable):
         # The translated message is generic ("the database is unreachable"); the driver's own

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from agent.domain import Role
 from agent.errors import NotFound, Unauthorized
+from agent.formats import DocumentFormat
 from agent.runtime import Services
+from agent.services.document_input import DocumentInput
 from ops.documents import title_of
 from ops.errors import INFRASTRUCTURE, CliError
 from serving.errors import ServingError
@@ -86,16 +88,19 @@ async def seed_demo(
         return report
     try:
         for name, text in demo_documents():
-            _doc, created = await services.documents.ingest(
+            outcome = await services.documents.store(
                 tenant.id,
-                title=title_of(Path(name), text),
-                text=text,
-                source=f"garrison demo: {name}",
+                DocumentInput(
+                    text=text,
+                    title=title_of(Path(name), text),
+                    format=DocumentFormat.MARKDOWN,
+                    source=f"garrison demo: {name}",
+                ),
             )
-            if created:
-                report.documents_added.append(name)
-            else:
+            if outcome.status == "unchanged":
                 report.documents_present += 1
+            else:
+                report.documents_added.append(name)
     except ServingError as exc:
         report.documents_skipped = f"the embedding model failed: {exc.code}: {exc.message}"
     return report

@@ -56,7 +56,7 @@ class OpenAICompatibleClient:
         base = base_url.rstrip("/")
         self.model = model
         self._api_key = api_key
-        self._where = _display_url(base)
+        self._where = display_url(base)
         self._chat_url = f"{base}/chat/completions"
         self._embed_url = f"{base}/embeddings"
         self._models_url = f"{base}/models"
@@ -289,7 +289,7 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= _OUTPUT_EXCERPT_CHARS else text[:_OUTPUT_EXCERPT_CHARS] + "..."
 
 
-def _display_url(url: str) -> str:
+def display_url(url: str) -> str:
     # Drop any user:password@ part: messages end up in logs and API responses.
     scheme, sep, rest = url.partition("://")
     host, slash, path = rest.partition("/")

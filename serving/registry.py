@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 KNOWN_ROLES = frozenset({"decide", "extract", "embed"})
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+LOCAL_PORT_BASE = 8001
+"""A local engine without an explicit port listens on LOCAL_PORT_BASE + its registry index."""
 
 
 class Strict(BaseModel):
@@ -106,7 +108,11 @@ class Deployment(Strict):
 
     @property
     def served_name(self) -> str:
-        return self.served_model_name or self.name
+        """The model name requests carry: `served_model_name`, else for an external engine the
+        `model` it serves, else the deployment's name (what a local engine is started with)."""
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model if self.placement.kind == "external" else self.name
 
     @property
     def is_embedding(self) -> bool:
@@ -125,9 +131,18 @@ class Registry(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"deployment names must be unique: {dupes}")
-        ports = [d.placement.port for d in self.deployments if d.placement.port is not None]
-        if len(ports) != len(set(ports)):
-            raise ValueError("two local deployments use the same port")
+        # Effective ports, so an assigned 8001+index cannot collide with another's explicit one.
+        used: dict[int, str] = {}
+        for index, deployment in enumerate(self.deployments):
+            port = local_port(deployment, index)
+            if port is None:
+                continue
+            if port in used:
+                raise ValueError(
+                    f"deployments {used[port]!r} and {deployment.name!r} would both listen on "
+                    f"port {port}; give one of them placement.port"
+                )
+            used[port] = deployment.name
         by_name = {d.name: d for d in self.deployments}
         for role, chain in self.routes.items():
             if role not in KNOWN_ROLES:
@@ -148,3 +163,37 @@ class Registry(Strict):
 
     def get(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
+
+    def port_of(self, name: str) -> int | None:
+        """The loopback port of local deployment `name`; None for an external one."""
+        for index, deployment in enumerate(self.deployments):
+            if deployment.name == name:
+                return local_port(deployment, index)
+        raise KeyError(name)
+
+    def url_of(self, name: str) -> str:
+        """Where deployment `name` answers: its own URL, or the local engine's loopback URL."""
+        for index, deployment in enumerate(self.deployments):
+            if deployment.name == name:
+                return deployment_url(deployment, index)
+        raise KeyError(name)
+
+
+def local_port(deployment: Deployment, index: int) -> int | None:
+    """The port a local engine listens on: placement.port, else LOCAL_PORT_BASE + `index` (its
+    position in the registry). None for an external deployment. The engine supervisor and the
+    router both call this, so they always agree."""
+    if deployment.placement.kind == "external":
+        return None
+    if deployment.placement.port is not None:
+        return deployment.placement.port
+    return LOCAL_PORT_BASE + index
+
+
+def deployment_url(deployment: Deployment, index: int) -> str:
+    """The OpenAI base URL (with /v1) of the deployment at registry position `index`."""
+    port = local_port(deployment, index)
+    if port is None:
+        # The Placement validator guarantees an external placement has a URL.
+        return (deployment.placement.url or "").rstrip("/")
+    return f"http://127.0.0.1:{port}/v1"

@@ -2,10 +2,12 @@
 
 Built by the composition root (``ServingSettings()`` reads ``GARRISON_*`` variables at that
 moment, never at import) and passed in explicitly. What a model can do (templates, context
-length) does not belong here.
+length) does not belong here: that is the models file's business (``serving.models_file``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +33,19 @@ class ServingSettings(BaseSettings):
     """Per-call deadline in seconds."""
     embed_batch_size: int = Field(default=64, ge=1, le=2048)
     """Most texts sent in one embeddings request."""
+    models_file: Path | None = None
+    """A TOML models file (``GARRISON_MODELS_FILE``); when set it is the whole registry and the
+    chat/embed URLs above are ignored."""
+    model_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of one deployment when it is unavailable (refused, 502/503/504) before falling
+    back to the next one in the role's chain; timeouts fall back at once."""
+    route_deadline_s: float | None = Field(default=None, gt=0)
+    """Overall deadline of one routed call, retries and fallbacks included; None = twice
+    ``model_timeout_s``."""
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    """Consecutive unavailable/timed-out attempts that open a deployment's circuit."""
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    """How long an open circuit skips its deployment before one probe call is let through."""
 
     @field_validator("chat_url", "embed_url")
     @classmethod
@@ -43,3 +58,16 @@ class ServingSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8001/v1")
         return value
+
+    @field_validator("models_file", mode="before")
+    @classmethod
+    def _optional_path(cls, value: object) -> object:
+        # As for the URLs: `export GARRISON_MODELS_FILE=` means "no models file".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def deadline_s(self) -> float:
+        """The routed-call deadline in effect."""
+        return self.route_deadline_s or 2 * self.model_timeout_s

@@ -40,6 +40,8 @@ class ChatResult:
     """Wall time of the HTTP exchange, request sent to response body read."""
     model: str
     """The model name the engine reported."""
+    deployment: str | None = None
+    """The registry deployment that answered; set by the router, None from a bare client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,5 @@ class EmbeddingResult:
     """Wall time of the HTTP exchanges, summed over batches."""
     model: str
     """The model name the engine reported."""
+    deployment: str | None = None
+    """The registry deployment that answered; set by the router, None from a bare client."""

@@ -19,11 +19,12 @@ from starlette.middleware import Middleware
 from agent.api.errors import install_error_handlers
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
-from agent.api.routes import documents, health, runs
+from agent.api.routes import documents, health, models, runs
 from agent.runtime import Services, Settings, open_services
 
 DESCRIPTION = (
-    "Submit agent runs, read them step by step, and manage the documents agents search. "
+    "Submit agent runs, read them step by step, manage the documents agents search, and see "
+    "which models serve them. "
     "Every `/v1` route needs `Authorization: Bearer gk_...`; every error answers "
     '`{"error": {"code", "message", "request_id"}}` and carries an `X-Request-ID` header.'
 )
@@ -70,6 +71,6 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    for module in (runs, documents, health):
+    for module in (runs, documents, models, health):
         app.include_router(module.router)
     return app

@@ -11,6 +11,7 @@ id, so an operator can find it and a caller learns nothing about the internals.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,7 +25,7 @@ from starlette.types import Scope
 from agent.api.schemas import ErrorBody, ErrorDetail, ErrorResponse
 from agent.errors import AgentError, CallerError, Conflict, Forbidden, NotFound, Unauthorized
 from datastore.errors import DatabaseUnavailable, DatastoreError
-from serving.errors import ModelTimeout, ModelUnavailable, ServingError
+from serving.errors import ModelOverloaded, ModelTimeout, ModelUnavailable, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ def problem_for(exc: Exception) -> Problem:
             return _starlette_problem(exc)
         case DatabaseUnavailable():
             return Problem(503, exc.code, "the database is unavailable; retry later", dict(_RETRY))
+        case ModelOverloaded():
+            # Back-pressure, not an outage: the wait is the router's estimate, not a constant.
+            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+            return Problem(503, exc.code, "the models are busy; retry shortly", retry)
         case ModelUnavailable() | ModelTimeout():
             message = "a model endpoint is unavailable or too slow; retry later"
             return Problem(503, exc.code, message, dict(_RETRY))
@@ -193,7 +198,8 @@ _DOCUMENTED: dict[int, dict[str, Any]] = {
     500: _doc("`internal_error`: a bug; the request id leads to it in the server log."),
     502: _doc("`model_http_error` or `model_output_invalid`: a model endpoint misbehaved."),
     503: _doc(
-        "`database_unavailable`, `model_unavailable`, `model_timeout` or `not_ready`.",
+        "`database_unavailable`, `model_unavailable`, `model_timeout`, `model_overloaded` or "
+        "`not_ready`.",
         {"Retry-After": "Seconds to wait before retrying."},
     ),
 }

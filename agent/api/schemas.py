@@ -15,10 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from agent.domain import Document, Run, RunStatus, Step, StepStatus
+from agent.domain import Run, RunStatus, Step, StepStatus
 
 RUNS_PATH = "/v1/runs"
-DOCUMENTS_PATH = "/v1/documents"
 
 
 def _storable(value: str) -> str:
@@ -31,7 +30,7 @@ def _storable(value: str) -> str:
     return value
 
 
-def _storable_json(value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+def _storable_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
     # Iterative, not recursive: nesting depth is the caller's choice, the stack's size is not.
     pending: list[Any] = [value]
     while pending:
@@ -51,6 +50,8 @@ def _storable_json(value: dict[str, JsonValue] | None) -> dict[str, JsonValue] |
 
 StorableText = Annotated[str, AfterValidator(_storable)]
 """A string Postgres can store as `text`; length limits are set per field."""
+StorableObject = Annotated[dict[str, JsonValue], AfterValidator(_storable_json)]
+"""A JSON object Postgres can store as `jsonb`."""
 
 
 class Model(BaseModel):
@@ -208,53 +209,6 @@ class StepOut(Model):
 
 class StepList(Model):
     data: list[StepOut]
-
-
-# -- documents -------------------------------------------------------------------------------
-
-
-class DocumentCreate(Request):
-    title: StorableText = Field(min_length=1, max_length=300)
-    text: StorableText = Field(min_length=1, max_length=1_000_000)
-    metadata: Annotated[dict[str, JsonValue] | None, AfterValidator(_storable_json)] = None
-    """Any JSON object up to 16 KiB, stored with the document."""
-    source: Annotated[StorableText, Field(min_length=1, max_length=2000)] | None = None
-    """Where the document came from (a URL, a path); informational only."""
-
-
-class DocumentIngested(Model):
-    id: uuid.UUID
-    title: str
-    chunk_count: int
-    content_hash: str
-    created: bool
-    """False when a document with the same title and text was already stored."""
-
-
-class DocumentOut(Model):
-    id: uuid.UUID
-    title: str
-    source: str | None
-    metadata: dict[str, Any]
-    content_hash: str
-    chunk_count: int
-    created_at: datetime
-
-    @classmethod
-    def from_domain(cls, doc: Document) -> DocumentOut:
-        return cls(
-            id=doc.id,
-            title=doc.title,
-            source=doc.source,
-            metadata=doc.metadata,
-            content_hash=doc.content_hash,
-            chunk_count=doc.chunk_count,
-            created_at=doc.created_at,
-        )
-
-
-class DocumentList(Model):
-    data: list[DocumentOut]
 
 
 # -- health ------------------------------------------------------------------------------------

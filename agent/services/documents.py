@@ -1,23 +1,25 @@
-"""Ingesting documents (chunk, embed, store atomically) and reading them back."""
+"""Documents of a tenant: ingest (one or many), read back, delete, search, rebuild the index.
+
+Ingestion runs through `agent.services.ingest` (batched embedding and commits) and search
+through `agent.services.search`; this service is what the API and the CLI hold.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
+from collections.abc import Iterable
 
-from agent.chunking import chunk_text
-from agent.domain import JSON, Document, NewChunk
+from agent.domain import JSON, Document, SearchFilter, StoredChunk
 from agent.errors import CallerError, NotFound
+from agent.formats import DocumentFormat
 from agent.ports import DocumentStore, Embedder
+from agent.services.document_input import DocumentInput
+from agent.services.ingest import Ingestor, IngestOutcome, PendingDocument, Progress
+from agent.services.search import Retrieval, SearchMode, SearchService
 from agent.settings import AgentSettings
 
-MAX_TEXT_CHARS = 1_000_000
-MAX_METADATA_BYTES = 16_384
-
-
-def content_hash(title: str, text: str) -> str:
-    return hashlib.sha256(f"{title}\x00{text}".encode()).hexdigest()
+MAX_LIST = 1000
+MAX_SHOWN_CHUNKS = 1000
 
 
 class DocumentService:
@@ -25,52 +27,61 @@ class DocumentService:
         self, documents: DocumentStore, embedder: Embedder, settings: AgentSettings
     ) -> None:
         self._documents = documents
-        self._embedder = embedder
-        self._settings = settings
+        self._ingestor = Ingestor(documents, embedder, settings)
+        self._search = SearchService(documents, embedder)
 
     async def ingest(
         self,
         tenant_id: uuid.UUID,
         *,
-        title: str,
+        title: str | None,
         text: str,
         metadata: JSON | None = None,
         source: str | None = None,
+        key: str | None = None,
+        tags: tuple[str, ...] = (),
+        format: DocumentFormat = DocumentFormat.TEXT,
     ) -> tuple[Document, bool]:
-        """Store a document. Returns (document, created); the same content again is a no-op."""
-        title = title.strip()
-        if not title or len(title) > 300:
-            raise CallerError("title must be 1-300 characters")
-        if not text.strip():
-            raise CallerError("text must not be empty")
-        if len(text) > MAX_TEXT_CHARS:
-            raise CallerError(f"text is longer than {MAX_TEXT_CHARS} characters")
-        metadata = metadata or {}
-        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-            raise CallerError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-        digest = content_hash(title, text)
-        # Checked before embedding: re-ingesting unchanged content costs no model time.
-        existing = await self._documents.find_document_by_hash(tenant_id, digest)
-        if existing is not None:
-            return existing, False
-        pieces = chunk_text(
-            text,
-            max_chars=self._settings.chunk_chars,
-            overlap_chars=self._settings.chunk_overlap_chars,
-        )
-        # The title is embedded with each chunk so a passage is found by what its document is.
-        embedded = await self._embedder.embed([f"{title}\n\n{p}" for p in pieces])
-        chunks = [
-            NewChunk(ordinal=i, content=p, embedding=v)
-            for i, (p, v) in enumerate(zip(pieces, embedded.vectors, strict=True))
-        ]
-        return await self._documents.insert_document(
+        """Store one document; (document, whether its key was new). See `store`."""
+        outcome = await self.store(
             tenant_id,
-            title=title,
-            source=source,
-            metadata=metadata,
-            content_hash=digest,
-            chunks=chunks,
+            DocumentInput(
+                text=text,
+                title=title,
+                format=format,
+                metadata=metadata or {},
+                tags=tags,
+                key=key,
+                source=source,
+            ),
+        )
+        assert outcome.document is not None  # only failed outcomes have none; `store` raised
+        return outcome.document, outcome.status == "created"
+
+    async def store(self, tenant_id: uuid.UUID, document: DocumentInput) -> IngestOutcome:
+        """Store one document; `CallerError` if it is not valid. Unchanged content is a no-op."""
+        [outcome] = await self._ingestor.run(
+            tenant_id, [PendingDocument("document", lambda: document)]
+        )
+        if outcome.status == "failed":
+            raise CallerError(outcome.reason or "the document is not valid")
+        return outcome
+
+    async def ingest_many(
+        self,
+        tenant_id: uuid.UUID,
+        items: Iterable[PendingDocument],
+        *,
+        expected_chunks: int = 0,
+        progress: Progress | None = None,
+    ) -> list[IngestOutcome]:
+        """Store many documents; each that cannot be stored is a `failed` outcome with a reason.
+
+        `expected_chunks` (an estimate is fine) lets a large load build the vector index once at
+        the end instead of growing it row by row.
+        """
+        return await self._ingestor.run(
+            tenant_id, items, expected_chunks=expected_chunks, progress=progress
         )
 
     async def get(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document:
@@ -79,7 +90,38 @@ class DocumentService:
             raise NotFound(f"document {document_id} not found")
         return doc
 
-    async def list(self, tenant_id: uuid.UUID, limit: int = 50) -> list[Document]:
-        if not 1 <= limit <= 1000:
-            raise CallerError("limit must be between 1 and 1000")
-        return await self._documents.list_documents(tenant_id, limit)
+    async def chunks(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int = 100
+    ) -> list[StoredChunk]:
+        await self.get(document_id, tenant_id)
+        if not 1 <= limit <= MAX_SHOWN_CHUNKS:
+            raise CallerError(f"limit must be between 1 and {MAX_SHOWN_CHUNKS}")
+        return await self._documents.list_chunks(document_id, tenant_id, limit)
+
+    async def list(self, tenant_id: uuid.UUID, limit: int = 50, offset: int = 0) -> list[Document]:
+        if not 1 <= limit <= MAX_LIST:
+            raise CallerError(f"limit must be between 1 and {MAX_LIST}")
+        if offset < 0:
+            raise CallerError("offset must not be negative")
+        return await self._documents.list_documents(tenant_id, limit, offset)
+
+    async def delete(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document:
+        doc = await self._documents.delete_document(document_id, tenant_id)
+        if doc is None:
+            raise NotFound(f"document {document_id} not found")
+        return doc
+
+    async def search(
+        self,
+        tenant_id: uuid.UUID,
+        query: str,
+        *,
+        k: int = 10,
+        filter: SearchFilter | None = None,
+        mode: SearchMode = SearchMode.HYBRID,
+    ) -> Retrieval:
+        return await self._search.search(tenant_id, query, k=k, filter=filter, mode=mode)
+
+    async def reindex(self) -> bool:
+        """Rebuild the vector index without blocking writers; whether it had been missing."""
+        return await self._documents.build_vector_index(concurrently=True)

@@ -1,17 +1,39 @@
-"""`search_documents`: vector search over the tenant's chunks."""
+"""`search_documents`: hybrid (vector + keyword) search over the run's tenant's documents.
+
+Arguments are bounded (string lengths, list sizes) because the model fills them under guided
+decoding, where an unbounded string can run to `max_tokens` and cut the JSON off. The result
+records each hit's document, version, chunk, scores and snippet, and how the search ran, so the
+step shows exactly what was retrieved.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
+from pydantic import Field, StringConstraints
+
+from agent.domain import SearchFilter
+from agent.services.search import SearchService
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 
 SNIPPET_CHARS = 600
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+FieldValue = Annotated[str, StringConstraints(max_length=200)]
 
 
 class SearchArgs(ToolArguments):
     query: str = Field(min_length=1, max_length=300, description="What to look for.")
     k: int = Field(default=4, ge=1, le=10, description="How many passages to return.")
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=4, description="Only documents carrying all these tags."
+    )
+    metadata: dict[FieldName, FieldValue] = Field(
+        default_factory=dict,
+        max_length=4,
+        description='Only documents whose metadata has these values, e.g. {"owner": "hr"}.',
+    )
 
 
 class SearchDocuments(Tool[SearchArgs]):
@@ -20,20 +42,31 @@ class SearchDocuments(Tool[SearchArgs]):
     arguments = SearchArgs
 
     async def run(self, args: SearchArgs, ctx: ToolContext) -> ToolResult:
-        embedded = await ctx.embedder.embed([args.query])
-        hits = await ctx.documents.search_chunks(ctx.tenant_id, embedded.vectors[0], args.k)
+        search = SearchService(ctx.documents, ctx.embedder)
+        found = await search.search(
+            ctx.tenant_id,
+            args.query,
+            k=args.k,
+            filter=SearchFilter(tags=tuple(args.tags), metadata=dict(args.metadata)),
+        )
+        plan = found.result.plan
         return ToolResult(
             data={
                 "hits": [
                     {
                         "chunk_id": h.chunk_id,
                         "document_id": str(h.document_id),
+                        "document_version": h.document_version,
                         "title": h.title,
+                        "heading": h.heading,
                         "score": round(h.score, 4),
-                        "snippet": h.content[:SNIPPET_CHARS],
+                        "similarity": round(h.similarity, 4) if h.similarity is not None else None,
+                        "matched_by": list(h.matched_by),
+                        "snippet": h.snippet[:SNIPPET_CHARS],
                     }
-                    for h in hits
-                ]
+                    for h in found.result.hits
+                ],
+                "search": {"strategy": plan.strategy, "estimated_rows": plan.estimated_rows},
             },
-            prompt_tokens=embedded.usage.prompt_tokens,
+            prompt_tokens=found.prompt_tokens,
         )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent.domain import JSON, AuditEntry
 from datastore.errors import translated
@@ -40,6 +40,52 @@ def _entry(row: Row[Any]) -> AuditEntry:
     )
 
 
+async def append_entry(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID | None,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: JSON,
+) -> AuditEntry:
+    """Append one entry inside the caller's transaction, so a change and its audit entry commit
+    (or roll back) together."""
+    created_at = datetime.now(UTC)
+    fields = {
+        "tenant_id": str(tenant_id) if tenant_id else None,
+        "actor": actor,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "detail": detail,
+        "created_at": created_at.isoformat(),
+    }
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+    prev = (
+        await conn.execute(select(AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1))
+    ).scalar_one_or_none() or GENESIS
+    row = (
+        await conn.execute(
+            insert(AUDIT)
+            .values(
+                tenant_id=tenant_id,
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                detail=detail,
+                created_at=created_at,
+                prev_hash=prev,
+                hash=entry_hash(prev, fields),
+            )
+            .returning(*AUDIT.c)
+        )
+    ).one()
+    return _entry(row)
+
+
 class AuditRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -54,39 +100,16 @@ class AuditRepository:
         object_id: str,
         detail: JSON,
     ) -> AuditEntry:
-        created_at = datetime.now(UTC)
-        fields = {
-            "tenant_id": str(tenant_id) if tenant_id else None,
-            "actor": actor,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "detail": detail,
-            "created_at": created_at.isoformat(),
-        }
         async with translated(), self._engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
-            prev = (
-                await conn.execute(select(AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1))
-            ).scalar_one_or_none() or GENESIS
-            row = (
-                await conn.execute(
-                    insert(AUDIT)
-                    .values(
-                        tenant_id=tenant_id,
-                        actor=actor,
-                        action=action,
-                        object_type=object_type,
-                        object_id=object_id,
-                        detail=detail,
-                        created_at=created_at,
-                        prev_hash=prev,
-                        hash=entry_hash(prev, fields),
-                    )
-                    .returning(*AUDIT.c)
-                )
-            ).one()
-        return _entry(row)
+            return await append_entry(
+                conn,
+                tenant_id=tenant_id,
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                detail=detail,
+            )
 
     async def list_entries(self, tenant_id: uuid.UUID | None, limit: int) -> list[AuditEntry]:
         stmt = select(AUDIT).order_by(AUDIT.c.id.desc()).limit(limit)

@@ -1,174 +1,177 @@
-"""Documents, chunks and vector search over them, always inside one tenant."""
+"""Documents and their chunks, always inside one tenant: reads, writes, deletion, the HNSW index.
+
+Writes go through `datastore.repos.document_writes` (COPY BINARY, one commit per batch) and
+search through `datastore.repos.search`; this class is the `DocumentStore` that composes them.
+The vector index can be dropped before a bulk load and built once after it: building an HNSW
+graph over every row at the end is several times faster than inserting rows into it one by one.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from pgvector import HalfVector
-from sqlalchemy import Row, Table, insert, literal, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent.domain import JSON, ChunkHit, Document, NewChunk
+from agent.domain import (
+    ChunkHit,
+    Document,
+    DocumentWrite,
+    NewDocument,
+    SearchQuery,
+    SearchResult,
+    StoredChunk,
+)
+from datastore.driver import raw_connection
 from datastore.errors import translated
+from datastore.repos.document_writes import document_from, write_batch
+from datastore.repos.search import SearchRepository
 from datastore.schema import ChunkRow, DocumentRow
-from datastore.schema.documents import EMBEDDING_DIM
+from datastore.schema.documents import HNSW_INDEX
 
 DOCS = cast(Table, DocumentRow.__table__)
 CHUNKS = cast(Table, ChunkRow.__table__)
 
-
-def _document(row: Row[Any]) -> Document:
-    m = row._mapping
-    return Document(
-        id=m["id"],
-        tenant_id=m["tenant_id"],
-        title=m["title"],
-        source=m["source"],
-        metadata=m["metadata"],
-        content_hash=m["content_hash"],
-        chunk_count=m["chunk_count"],
-        created_at=m["created_at"],
-    )
-
-
-def _check_dim(vector: Sequence[float]) -> None:
-    if len(vector) != EMBEDDING_DIM:
-        raise ValueError(
-            f"embedding has {len(vector)} dimensions; the chunks table stores {EMBEDDING_DIM}"
-        )
+INDEX_LOCK_KEY = 0x6A7272_151
+"""Serialises dropping and building the vector index across processes (cf. the migration lock)."""
+BUILD_MEMORY = "512MB"
+"""maintenance_work_mem for an index build: an HNSW graph that fits in it builds much faster."""
+_CREATE_INDEX = (
+    "CREATE INDEX {concurrently} IF NOT EXISTS " + HNSW_INDEX + " ON chunks "
+    "USING hnsw (embedding halfvec_cosine_ops)"
+)
 
 
 class DocumentRepository:
-    def __init__(self, engine: AsyncEngine, *, ef_search: int = 64) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._ef_search = ef_search
+        self._search = SearchRepository(engine)
 
-    async def find_document_by_hash(
-        self, tenant_id: uuid.UUID, content_hash: str
-    ) -> Document | None:
-        stmt = select(DOCS).where(
-            DOCS.c.tenant_id == tenant_id, DOCS.c.content_hash == content_hash
-        )
+    async def find_documents(
+        self, tenant_id: uuid.UUID, keys: Sequence[str]
+    ) -> dict[str, Document]:
+        if not keys:
+            return {}
+        stmt = select(DOCS).where(DOCS.c.tenant_id == tenant_id, DOCS.c.key.in_(list(keys)))
         async with translated(), self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        return None if row is None else _document(row)
+            rows = (await conn.execute(stmt)).all()
+        return {r.key: document_from(r._mapping) for r in rows}
 
-    async def insert_document(
-        self,
-        tenant_id: uuid.UUID,
-        *,
-        title: str,
-        source: str | None,
-        metadata: JSON,
-        content_hash: str,
-        chunks: Sequence[NewChunk],
-    ) -> tuple[Document, bool]:
-        for chunk in chunks:
-            _check_dim(chunk.embedding)
-        doc_id = uuid.uuid4()
-        stmt = (
-            pg_insert(DOCS)
-            .values(
-                id=doc_id,
-                tenant_id=tenant_id,
-                title=title,
-                source=source,
-                metadata=metadata,
-                content_hash=content_hash,
-                chunk_count=len(chunks),
-            )
-            .on_conflict_do_nothing(index_elements=[DOCS.c.tenant_id, DOCS.c.content_hash])
-            .returning(*DOCS.c)
-        )
-        async with translated(), self._engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                # The same content is already stored for this tenant: ingestion is idempotent.
-                existing = (
-                    await conn.execute(
-                        select(DOCS).where(
-                            DOCS.c.tenant_id == tenant_id, DOCS.c.content_hash == content_hash
-                        )
-                    )
-                ).one()
-                return _document(existing), False
-            if chunks:
-                await conn.execute(
-                    insert(CHUNKS),
-                    [
-                        {
-                            "document_id": doc_id,
-                            "tenant_id": tenant_id,
-                            "ordinal": c.ordinal,
-                            "content": c.content,
-                            "content_hash": _sha256(c.content),
-                            "embedding": HalfVector(c.embedding),
-                        }
-                        for c in chunks
-                    ],
-                )
-        return _document(row), True
+    async def write_documents(
+        self, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
+    ) -> list[DocumentWrite]:
+        if not documents:
+            return []
+        async with translated(), raw_connection(self._engine) as pg, pg.transaction():
+            return await write_batch(pg, tenant_id, documents)
 
     async def get_document(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document | None:
         stmt = select(DOCS).where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id)
         async with translated(), self._engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
-        return None if row is None else _document(row)
+        return None if row is None else document_from(row._mapping)
 
-    async def list_documents(self, tenant_id: uuid.UUID, limit: int) -> list[Document]:
+    async def list_documents(
+        self, tenant_id: uuid.UUID, limit: int, offset: int = 0
+    ) -> list[Document]:
         stmt = (
             select(DOCS)
             .where(DOCS.c.tenant_id == tenant_id)
-            .order_by(DOCS.c.created_at.desc())
+            .order_by(DOCS.c.created_at.desc(), DOCS.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        async with translated(), self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [document_from(r._mapping) for r in rows]
+
+    async def list_chunks(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int
+    ) -> list[StoredChunk]:
+        stmt = (
+            select(CHUNKS.c.id, CHUNKS.c.ordinal, CHUNKS.c.heading, CHUNKS.c.content)
+            .where(CHUNKS.c.document_id == document_id, CHUNKS.c.tenant_id == tenant_id)
+            .order_by(CHUNKS.c.ordinal)
             .limit(limit)
         )
         async with translated(), self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [_document(r) for r in rows]
+        return [StoredChunk(r.id, r.ordinal, r.heading, r.content) for r in rows]
+
+    async def delete_document(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> Document | None:
+        # The chunks go with it (ON DELETE CASCADE), in the same statement's transaction.
+        stmt = (
+            delete(DOCS)
+            .where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id)
+            .returning(*DOCS.c)
+        )
+        async with translated(), self._engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else document_from(row._mapping)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await self._search.search(query)
 
     async def search_chunks(
         self, tenant_id: uuid.UUID, embedding: Sequence[float], k: int
     ) -> list[ChunkHit]:
-        _check_dim(embedding)
-        query = literal(HalfVector(list(embedding)), CHUNKS.c.embedding.type)
-        distance = CHUNKS.c.embedding.cosine_distance(query)
-        stmt = (
-            select(
-                CHUNKS.c.id,
-                CHUNKS.c.document_id,
-                DOCS.c.title,
-                CHUNKS.c.ordinal,
-                CHUNKS.c.content,
-                (1 - distance).label("score"),
-            )
-            .join(DOCS, DOCS.c.id == CHUNKS.c.document_id)
-            # The tenant filter is part of the query itself, never a post-filter on results.
-            .where(CHUNKS.c.tenant_id == tenant_id)
-            .order_by(distance)
-            .limit(k)
-        )
+        result = await self._search.search(SearchQuery(tenant_id, list(embedding), k))
+        return result.hits
+
+    async def count_chunks(self) -> int:
+        async with translated(), self._engine.connect() as conn:
+            estimate = (
+                await conn.execute(
+                    text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'chunks'::regclass")
+                )
+            ).scalar_one()
+            if estimate < 0:  # never vacuumed or analyzed: no estimate yet, so count
+                estimate = (await conn.execute(text("SELECT count(*) FROM chunks"))).scalar_one()
+        return int(estimate)
+
+    async def drop_vector_index(self) -> bool:
         async with translated(), self._engine.begin() as conn:
-            # With a filter, a plain HNSW scan stops after ef_search candidates and can return
-            # fewer than k rows; iterative scans keep walking the graph until k rows match.
-            await conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-            await conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(self._ef_search)}"))
-            rows = (await conn.execute(stmt)).all()
-        return [
-            ChunkHit(
-                chunk_id=r.id,
-                document_id=r.document_id,
-                title=r.title,
-                ordinal=r.ordinal,
-                content=r.content,
-                score=float(r.score),
-            )
-            for r in rows
-        ]
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INDEX_LOCK_KEY})
+            existed = await _index_exists(conn)
+            await conn.execute(text(f"DROP INDEX IF EXISTS {HNSW_INDEX}"))
+        return existed
+
+    async def build_vector_index(self, *, concurrently: bool = False) -> bool:
+        if not concurrently:
+            # In one transaction: writers wait for the build, readers carry on (exact scans).
+            async with translated(), self._engine.begin() as conn:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INDEX_LOCK_KEY})
+                missing = not await _index_exists(conn)
+                await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
+                await conn.execute(text(_CREATE_INDEX.format(concurrently="")))
+                await conn.execute(text("ANALYZE chunks"))
+                await conn.execute(text("ANALYZE documents"))
+            self._search.forget_estimates()
+            return missing
+        # CONCURRENTLY cannot run in a transaction block; it builds without blocking writers.
+        async with translated(), self._engine.connect() as base:
+            conn = await base.execution_options(isolation_level="AUTOCOMMIT")
+            missing = not await _index_exists(conn)
+            await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+            try:
+                if missing:
+                    await conn.execute(text(_CREATE_INDEX.format(concurrently="CONCURRENTLY")))
+                else:
+                    await conn.execute(text(f"REINDEX INDEX CONCURRENTLY {HNSW_INDEX}"))
+                await conn.execute(text("ANALYZE chunks"))
+                await conn.execute(text("ANALYZE documents"))
+            finally:
+                await conn.execute(text("RESET maintenance_work_mem"))
+        self._search.forget_estimates()
+        return missing
 
 
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+async def _index_exists(conn: Any) -> bool:
+    found = await conn.execute(
+        text("SELECT 1 FROM pg_indexes WHERE indexname = :name"), {"name": HNSW_INDEX}
+    )
+    return found.first() is not None

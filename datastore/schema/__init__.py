@@ -3,6 +3,7 @@
 from datastore.schema.audit import AuditRow
 from datastore.schema.base import Base
 from datastore.schema.documents import EMBEDDING_DIM, ChunkRow, DocumentRow
+from datastore.schema.models import ModelDeploymentRow
 from datastore.schema.runs import RunRow, StepRow
 from datastore.schema.tenancy import AgentRow, ApiKeyRow, TenantRow
 
@@ -14,6 +15,7 @@ __all__ = [
     "Base",
     "ChunkRow",
     "DocumentRow",
+    "ModelDeploymentRow",
     "RunRow",
     "StepRow",
     "TenantRow",

@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from agent.domain import ModelSync
 from agent.runtime import ComponentHealth, Settings, describe
 from ops.output import JsonFlag, Output
 from ops.runtime import Runtime, actor, execute, open_runtime
@@ -75,6 +76,8 @@ def up(
             configure_logging(json_logs)
             try:
                 async with open_runtime(settings, schema="upgrade", progress=out.progress) as rt:
+                    with out.progress("recording the model registry") as step:
+                        step.detail = _synced(await rt.services.catalog.sync(actor=actor()))
                     health = await rt.services.health()
                     _report_models(out, rt.settings, health)
                     # A stop asked for during startup is honoured between phases.
@@ -168,6 +171,8 @@ def _report_models(out: Output, settings: Settings, health: list[ComponentHealth
         kind, variable, consequence = MODEL_HINTS[component.name]
         if component.ok:
             out.say(f"{kind} model {component.detail}")
+        elif settings.serving.models_file is not None:
+            out.say(f"no {kind} model reachable ({component.detail}); until then {consequence}")
         elif configured[component.name] is None:
             out.say(
                 f"no {kind} model reachable: set {variable} to an OpenAI-compatible endpoint "
@@ -178,6 +183,12 @@ def _report_models(out: Output, settings: Settings, health: list[ComponentHealth
                 f"no {kind} model reachable: {variable}={configured[component.name]} does not "
                 f"answer ({component.detail}); until then {consequence}"
             )
+
+
+def _synced(report: ModelSync) -> str:
+    changed = len(report.added) + len(report.changed) + len(report.removed)
+    total = len(report.added) + len(report.changed) + len(report.unchanged)
+    return f"{total} deployment(s), {changed} change(s)"
 
 
 async def _seed(out: Output, rt: Runtime, health: list[ComponentHealth]) -> SeedReport:

@@ -18,6 +18,11 @@ V1_ROUTES = [
     ("POST", "/v1/documents"),
     ("GET", "/v1/documents"),
     ("GET", "/v1/documents/00000000-0000-4000-8000-000000000000"),
+    ("GET", "/v1/documents/00000000-0000-4000-8000-000000000000/chunks"),
+    ("DELETE", "/v1/documents/00000000-0000-4000-8000-000000000000"),
+    ("POST", "/v1/documents/batch"),
+    ("GET", "/v1/search?q=x"),
+    ("GET", "/v1/models"),
 ]
 VALID_BODY = {"agent": "assistant", "input": "hello"}
 

@@ -39,14 +39,19 @@ async def test_identity_and_bearer_scheme(spec: dict[str, Any]) -> None:
 
 async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
     assert sorted((m, p) for m, p, _ in operations(spec)) == [
+        ("DELETE", "/v1/documents/{document_id}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/v1/documents"),
         ("GET", "/v1/documents/{document_id}"),
+        ("GET", "/v1/documents/{document_id}/chunks"),
+        ("GET", "/v1/models"),
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/{run_id}"),
         ("GET", "/v1/runs/{run_id}/steps"),
+        ("GET", "/v1/search"),
         ("POST", "/v1/documents"),
+        ("POST", "/v1/documents/batch"),
         ("POST", "/v1/runs"),
     ]
 
@@ -55,7 +60,7 @@ async def test_every_v1_operation_needs_a_key_and_declares_its_errors(
     spec: dict[str, Any],
 ) -> None:
     v1 = operations(spec, "/v1/")
-    assert len(v1) == 7
+    assert len(v1) == 12
     for method, path, operation in v1:
         where = f"{method} {path}"
         assert operation["security"] == [{"bearer": []}], where
@@ -85,7 +90,7 @@ async def test_every_error_response_uses_the_error_schema(spec: dict[str, Any]) 
 
 async def test_request_bodies_forbid_unknown_fields(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
-    for name in ("RunCreate", "DocumentCreate"):
+    for name in ("RunCreate", "DocumentCreate", "DocumentBatch"):
         assert schemas[name]["additionalProperties"] is False, name
 
 

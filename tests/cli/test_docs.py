@@ -39,7 +39,7 @@ def test_add_skips_bad_files_and_keeps_the_good(cli: Cli, tmp_path: Path) -> Non
     assert f"skipped    {files['empty']}: empty file" in out
     assert f"skipped    {files['binary']}: binary file, not text" in out
     assert f"skipped    {files['latin1']}: not UTF-8 text" in out
-    assert "6 file(s) for tenant acme: 2 added, 0 unchanged, 4 failed" in out
+    assert "6 file(s) for tenant acme: 2 added, 0 updated, 0 unchanged, 4 failed" in out
     assert "error[some_files_failed]: 4 of 6 file(s) skipped" in result.stderr
 
     listed = cli.json("docs", "list", "--tenant", "acme")["documents"]
@@ -62,12 +62,16 @@ def test_add_json_and_idempotence(cli: Cli, tmp_path: Path) -> None:
     again = cli("docs", "add", "-t", "acme", str(files["good"]), str(files["empty"]), "--json")
     assert again.exit_code == 1
     body = json.loads(again.stdout)  # the per-file report is still the one document on stdout
-    assert (body["added"], body["unchanged"], body["failed"]) == (1, 0, 1)  # new title: new doc
+    # The path is the document's key: a new title is a new version of the same document.
+    assert (body["added"], body["updated"], body["unchanged"], body["failed"]) == (0, 1, 0, 1)
+    assert body["files"][0]["document_id"] == first["files"][0]["document_id"]
+    assert body["files"][0]["version"] == 2
     assert body["files"][1] == {
         "path": str(files["empty"]),
         "status": "failed",
         "title": None,
         "document_id": None,
+        "version": None,
         "chunks": None,
         "reason": "empty file",
     }
@@ -75,7 +79,8 @@ def test_add_json_and_idempotence(cli: Cli, tmp_path: Path) -> None:
 
     unchanged = cli.json("docs", "add", "-t", "acme", str(files["good"]))
     assert unchanged["files"][0]["status"] == "unchanged"
-    assert len(cli.json("docs", "list", "-t", "acme")["documents"]) == 2
+    listed = cli.json("docs", "list", "-t", "acme")["documents"]
+    assert [(d["title"], d["version"]) for d in listed] == [("Annual leave", 2)]
 
 
 def test_add_errors(cli: Cli, tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sys
+
+import pytest
 
 from agent import codes
 from agent.domain import Run, RunStatus, StepStatus
@@ -164,8 +167,11 @@ async def test_unreachable_model_fails_with_model_unavailable(
 
 
 async def test_unconfigured_model_fails_with_model_unavailable(
-    settings: Settings, database_url: str
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Truly nothing configured: not even the bundled CPU registry, whose engines may be running
+    # on this machine.
+    monkeypatch.setitem(sys.modules, "serving.engine.bundled", None)
     cfg = settings.model_copy(update={"serving": ServingSettings()})
     services = await open_services(cfg, database_url, upgrade=False)
     try:

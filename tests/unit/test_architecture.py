@@ -65,5 +65,8 @@ def test_only_agent_api_imports_fastapi() -> None:
 
 def test_the_appliance_never_imports_a_vendor_sdk() -> None:
     # Peers like the OpenAI SDK are benchmark-only extras; the appliance speaks HTTP itself.
+    # serving/engine/scripts/ is package data run by the engine's own python (where torch lives),
+    # never imported by the appliance.
     for pkg in ("agent", "datastore", "serving", "ops"):
-        assert offenders(pkg, ("openai", "langgraph", "vllm", "torch")) == []
+        bad = offenders(pkg, ("openai", "langgraph", "vllm", "torch"))
+        assert [b for b in bad if not b.startswith("serving/engine/scripts/")] == []

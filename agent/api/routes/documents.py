@@ -1,4 +1,8 @@
-"""`/v1/documents`: ingest a document (idempotent by content), list and read documents."""
+"""`/v1/documents`: ingest documents (one or a batch), list, read, delete them.
+
+`router` also carries `/v1/search` (`agent.api.routes.search`), so the app factory serves both
+by including this one router.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +11,92 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from agent.api.deps import DocumentId, PrincipalDep, ServicesDep
-from agent.api.errors import error_responses
-from agent.api.schemas import (
+from agent.api.document_schemas import (
     DOCUMENTS_PATH,
+    BatchItem,
+    BatchResult,
+    ChunkList,
+    ChunkOut,
+    DocumentBatch,
     DocumentCreate,
     DocumentIngested,
     DocumentList,
     DocumentOut,
 )
+from agent.api.errors import error_responses
+from agent.api.routes import search
+from agent.services.document_input import DocumentInput
+from agent.services.ingest import PendingDocument
 
-router = APIRouter(prefix=DOCUMENTS_PATH, tags=["documents"])
+documents = APIRouter(prefix=DOCUMENTS_PATH, tags=["documents"])
 
 
-@router.post(
+def _input(body: DocumentCreate) -> DocumentInput:
+    return DocumentInput(
+        text=body.text,
+        title=body.title,
+        format=body.format,
+        metadata=body.metadata or {},
+        tags=tuple(body.tags),
+        key=body.key,
+        source=body.source,
+    )
+
+
+@documents.post(
     "",
     status_code=201,
     summary="Ingest a document",
     description=(
-        "Chunks, embeds and stores the text. Posting the same title and text again stores "
-        "nothing and answers 200 with `created: false`."
+        "Chunks, embeds and stores the text under its key. The same content again stores "
+        "nothing and answers 200 with `created: false`; other content under the same key "
+        "replaces the document (a new version) and answers 200 with `updated: true`."
     ),
     responses={
-        200: {"model": DocumentIngested, "description": "The same content was already stored."},
+        200: {"model": DocumentIngested, "description": "Unchanged, or replaced (updated)."},
         **error_responses(401, 413, 422, 500, 502, 503),
     },
 )
 async def create_document(
     body: DocumentCreate, principal: PrincipalDep, services: ServicesDep, response: Response
 ) -> DocumentIngested:
-    doc, created = await services.documents.ingest(
-        principal.tenant_id,
-        title=body.title,
-        text=body.text,
-        metadata=body.metadata,
-        source=body.source,
-    )
+    outcome = await services.documents.store(principal.tenant_id, _input(body))
+    doc = outcome.document
+    assert doc is not None  # only a failed outcome has none, and that raised CallerError
     response.headers["Location"] = f"{DOCUMENTS_PATH}/{doc.id}"
-    if not created:
+    if outcome.status != "created":
         response.status_code = 200
-    return DocumentIngested(
-        id=doc.id,
-        title=doc.title,
-        chunk_count=doc.chunk_count,
-        content_hash=doc.content_hash,
-        created=created,
+    return DocumentIngested.from_domain(doc, outcome.status)
+
+
+@documents.post(
+    "/batch",
+    summary="Ingest many documents",
+    description=(
+        "Each document is stored as by `POST /v1/documents`, embedded and committed in batches. "
+        "One that cannot be stored is reported in its item with the reason; the others go in."
+    ),
+    responses=error_responses(401, 413, 422, 500, 502, 503),
+)
+async def create_documents(
+    body: DocumentBatch, principal: PrincipalDep, services: ServicesDep
+) -> BatchResult:
+    pending = [
+        PendingDocument(f"documents[{i}]", lambda doc=doc: _input(doc))  # type: ignore[misc]
+        for i, doc in enumerate(body.documents)
+    ]
+    outcomes = await services.documents.ingest_many(principal.tenant_id, pending)
+    items = [BatchItem.from_outcome(i, o) for i, o in enumerate(outcomes)]
+    return BatchResult(
+        data=items,
+        created=sum(i.status == "created" for i in items),
+        updated=sum(i.status == "updated" for i in items),
+        unchanged=sum(i.status == "unchanged" for i in items),
+        failed=sum(i.status == "failed" for i in items),
     )
 
 
-@router.get(
+@documents.get(
     "",
     summary="List documents",
     description="The caller's tenant's documents, newest first.",
@@ -64,12 +106,13 @@ async def list_documents(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DocumentList:
-    docs = await services.documents.list(principal.tenant_id, limit)
+    docs = await services.documents.list(principal.tenant_id, limit, offset)
     return DocumentList(data=[DocumentOut.from_domain(d) for d in docs])
 
 
-@router.get(
+@documents.get(
     "/{document_id}",
     summary="Read a document",
     responses=error_responses(401, 404, 422, 500, 503),
@@ -78,3 +121,38 @@ async def get_document(
     document_id: DocumentId, principal: PrincipalDep, services: ServicesDep
 ) -> DocumentOut:
     return DocumentOut.from_domain(await services.documents.get(document_id, principal.tenant_id))
+
+
+@documents.get(
+    "/{document_id}/chunks",
+    summary="Read a document's chunks",
+    description="The passages the document was cut into, in order, as search returns them.",
+    responses=error_responses(401, 404, 422, 500, 503),
+)
+async def get_chunks(
+    document_id: DocumentId,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ChunkList:
+    chunks = await services.documents.chunks(document_id, principal.tenant_id, limit)
+    return ChunkList(data=[ChunkOut.from_domain(c) for c in chunks])
+
+
+@documents.delete(
+    "/{document_id}",
+    status_code=204,
+    summary="Delete a document",
+    description="The document and its chunks go in one commit; search never sees them again.",
+    responses=error_responses(401, 404, 422, 500, 503),
+)
+async def delete_document(
+    document_id: DocumentId, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    await services.documents.delete(document_id, principal.tenant_id)
+    return Response(status_code=204)
+
+
+router = APIRouter()
+router.include_router(documents)
+router.include_router(search.router)

@@ -1,0 +1,206 @@
+"""The ingestion pipeline: load, check, chunk, embed in batches, commit in batches.
+
+Documents stream through in groups of about `ingest_group_chunks` chunks, so memory stays flat
+however large the input. Per group: the stored versions are looked up by key and unchanged
+documents skipped before any model time is spent; the changed ones are embedded in one call
+through the serving layer's embed role; the group is committed in one transaction while the next
+group is being embedded, so the database works in the embedder's shadow. A document that cannot
+be read or is invalid becomes a `failed` outcome with its reason and the rest go on; a failing
+model or database aborts the run, since every later document would fail the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from agent.domain import Document, NewDocument, WriteStatus
+from agent.errors import CallerError, Conflict
+from agent.ports import DocumentStore, Embedder
+from agent.services.document_input import DocumentInput, PreparedDocument, prepare
+from agent.settings import AgentSettings
+
+MAX_GROUP_DOCUMENTS = 500
+FAILED = "failed"
+UNCHANGED = WriteStatus.UNCHANGED.value
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDocument:
+    label: str
+    """What the document is called in reports: a path, `documents[3]`."""
+    load: Callable[[], DocumentInput]
+    """Reads it; may raise `UnreadableDocument` or `CallerError`. Runs in a worker thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    label: str
+    status: str
+    """`created`, `updated`, `unchanged` or `failed`."""
+    document: Document | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestProgress:
+    documents: int
+    """Outcomes so far, failures included."""
+    failed: int
+    chunks: int
+    """Chunks embedded and committed so far."""
+    elapsed_s: float
+    latest: tuple[IngestOutcome, ...]
+    """The outcomes recorded since the previous report."""
+
+
+Progress = Callable[[IngestProgress], None]
+
+
+class Ingestor:
+    def __init__(self, store: DocumentStore, embedder: Embedder, settings: AgentSettings) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._settings = settings
+
+    async def run(
+        self,
+        tenant_id: uuid.UUID,
+        items: Iterable[PendingDocument],
+        *,
+        expected_chunks: int = 0,
+        progress: Progress | None = None,
+    ) -> list[IngestOutcome]:
+        run = _Run(self, tenant_id, progress)
+        bulk = expected_chunks >= self._settings.bulk_load_min_chunks and (
+            expected_chunks > await self._store.count_chunks()
+        )
+        if bulk:
+            await self._store.drop_vector_index()
+        try:
+            await run.consume(items)
+        finally:
+            if bulk:
+                # Also after a failure: searches must not be left without their index.
+                await self._store.build_vector_index()
+        return [outcome for _, outcome in sorted(run.outcomes, key=lambda pair: pair[0])]
+
+
+class _Run:
+    """One pipeline run: its groups, the write in flight, and the outcomes in input order."""
+
+    def __init__(self, owner: Ingestor, tenant_id: uuid.UUID, progress: Progress | None) -> None:
+        self._store = owner._store
+        self._embedder = owner._embedder
+        self._settings = owner._settings
+        self._tenant_id = tenant_id
+        self._progress = progress
+        self._started = time.perf_counter()
+        self._writing: asyncio.Task[None] | None = None
+        self._chunks_done = 0
+        self.outcomes: list[tuple[int, IngestOutcome]] = []
+        """(input position, outcome), in the order they were decided."""
+
+    async def consume(self, items: Iterable[PendingDocument]) -> None:
+        group: list[_Entry] = []
+        size = 0
+        try:
+            for position, item in enumerate(items):
+                prepared = await asyncio.to_thread(self._load, item)
+                if isinstance(prepared, IngestOutcome):
+                    self._record([(position, prepared)])
+                    continue
+                # Two versions of one key in a group would share one commit: start a new one.
+                if any(p.key == prepared.key for _, p in group):
+                    await self._flush(group)
+                    group, size = [], 0
+                group.append((position, prepared))
+                size += len(prepared.chunks)
+                if size >= self._settings.ingest_group_chunks or len(group) >= MAX_GROUP_DOCUMENTS:
+                    await self._flush(group)
+                    group, size = [], 0
+            if group:
+                await self._flush(group)
+        finally:
+            await self._await_write()
+
+    def _load(self, item: PendingDocument) -> PreparedDocument | IngestOutcome:
+        try:
+            return prepare(item.label, item.load(), self._settings)
+        except CallerError as exc:  # UnreadableDocument included
+            return IngestOutcome(item.label, FAILED, reason=exc.message)
+
+    async def _flush(self, group: list[_Entry]) -> None:
+        planned = await self._plan([p for _, p in group])
+        await self._await_write()
+        self._writing = asyncio.create_task(self._write(group, planned))
+
+    async def _await_write(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _plan(self, group: list[PreparedDocument]) -> list[_Planned]:
+        """Per document: what to write (embedding only changed content), or that it is current."""
+        stored = await self._store.find_documents(self._tenant_id, [p.key for p in group])
+        changed = [p for p in group if p.content_changed(stored.get(p.key))]
+        texts = [text for p in changed for text in p.embedding_inputs()]
+        vectors = iter((await self._embedder.embed(texts)).vectors if texts else [])
+        planned = []
+        for p in group:
+            current = stored.get(p.key)
+            if p.content_changed(current):
+                own = [next(vectors) for _ in p.chunks]
+                planned.append(_Planned(p.new_document(own), current))
+            elif current is not None and p.labels_changed(current):
+                planned.append(_Planned(p.new_document(None), current))
+            else:
+                planned.append(_Planned(None, current))
+        return planned
+
+    async def _write(self, group: list[_Entry], planned: list[_Planned]) -> None:
+        try:
+            writes = await self._store.write_documents(
+                self._tenant_id, [p.write for p in planned if p.write is not None]
+            )
+        except Conflict:
+            # A concurrent writer replaced one of these meanwhile: once more, from fresh state.
+            planned = await self._plan([p for _, p in group])
+            writes = await self._store.write_documents(
+                self._tenant_id, [p.write for p in planned if p.write is not None]
+            )
+        by_key = {w.document.key: w for w in writes}
+        outcomes = []
+        for (position, prepared), plan in zip(group, planned, strict=True):
+            write = by_key.get(prepared.key) if plan.write is not None else None
+            if write is not None and plan.write is not None:
+                outcome = IngestOutcome(prepared.label, write.status.value, write.document)
+                self._chunks_done += len(plan.write.chunks or ())
+            else:
+                outcome = IngestOutcome(prepared.label, UNCHANGED, plan.current)
+            outcomes.append((position, outcome))
+        self._record(outcomes)
+
+    def _record(self, outcomes: list[tuple[int, IngestOutcome]]) -> None:
+        self.outcomes.extend(outcomes)
+        if self._progress is not None:
+            failed = sum(o.status == FAILED for _, o in self.outcomes)
+            elapsed = time.perf_counter() - self._started
+            latest = tuple(o for _, o in outcomes)
+            self._progress(
+                IngestProgress(len(self.outcomes), failed, self._chunks_done, elapsed, latest)
+            )
+
+
+_Entry = tuple[int, PreparedDocument]
+"""A prepared document and its position in the input."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    write: NewDocument | None
+    """None: the stored version is current, nothing to write."""
+    current: Document | None

@@ -1,0 +1,130 @@
+"""A synthetic corpus for bench/retrieval.py, a stand-in embedder, and timers for the store.
+
+Documents are Markdown with ten sections each, so every section becomes one chunk (headings
+always start a chunk), with metadata that selects 1% (`p1`) and 10% (`p10`) of them.
+
+Vectors come from a mixture of 400 Gaussian clusters in 384 dimensions (unit-normalised),
+seeded from the text, so the same text always embeds the same way and neighbours have
+structure, as real sentence embeddings do. Uniformly random vectors would be a harder and less
+realistic case for HNSW; queries are fresh draws from the same mixture, never corpus members.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from agent.formats import DocumentFormat
+from agent.services.document_input import DocumentInput
+from agent.services.ingest import PendingDocument
+from serving.types import EmbeddingResult, Usage
+
+DIM = 384
+CLUSTERS = 400
+SECTIONS = 10
+NOISE = 0.6
+WORDS = [f"w{n:04d}" for n in range(3000)]
+
+
+class MixtureSpace:
+    def __init__(self, seed: int = 7) -> None:
+        rnd = random.Random(seed)
+        self.centers = [[rnd.gauss(0, 1) for _ in range(DIM)] for _ in range(CLUSTERS)]
+        self._pool = [rnd.gauss(0, 1) for _ in range(100_003)]
+
+    def draw(self, rnd: random.Random) -> list[float]:
+        center = self.centers[rnd.randrange(CLUSTERS)]
+        at = rnd.randrange(len(self._pool) - DIM)
+        v = [c + NOISE * n for c, n in zip(center, self._pool[at : at + DIM], strict=True)]
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v]
+
+    def of_text(self, text: str) -> list[float]:
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        return self.draw(random.Random(seed))
+
+
+class StandInEmbedder:
+    """An in-process embedder with the corpus' structure; records the time spent in it."""
+
+    def __init__(self, space: MixtureSpace, intervals: list[tuple[float, float]]) -> None:
+        self._space = space
+        self._intervals = intervals
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        started = time.perf_counter()
+        vectors = [self._space.of_text(t) for t in texts]
+        self._intervals.append((started, time.perf_counter()))
+        return EmbeddingResult(vectors, Usage(0, 0), 0.0, "stand-in")
+
+
+class TimedEmbedder:
+    """Wraps a real embedder (the serving client) to record the time spent in it."""
+
+    def __init__(self, inner: Any, intervals: list[tuple[float, float]]) -> None:
+        self._inner = inner
+        self._intervals = intervals
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        started = time.perf_counter()
+        try:
+            result: EmbeddingResult = await self._inner.embed(texts)
+            return result
+        finally:
+            self._intervals.append((started, time.perf_counter()))
+
+
+class TimedStore:
+    """Forwards to a DocumentStore, recording the wall time of every database call."""
+
+    def __init__(self, inner: Any, intervals: dict[str, list[tuple[float, float]]]) -> None:
+        self._inner = inner
+        self.intervals = intervals
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self.intervals.setdefault(name, []).append((started, time.perf_counter()))
+
+        return timed
+
+
+def documents(count: int, seed: int = 11) -> Iterator[PendingDocument]:
+    rnd = random.Random(seed)
+    for i in range(count):
+        sections = [
+            f"## Part {j}\n\nItem SKU-{i:06d}-{j} " + " ".join(rnd.choices(WORDS, k=24)) + "."
+            for j in range(SECTIONS)
+        ]
+        doc = DocumentInput(
+            text=f"# Document {i}\n\n" + "\n\n".join(sections),
+            title=f"Document {i}",
+            format=DocumentFormat.MARKDOWN,
+            metadata={"p1": i % 100, "p10": i % 10},
+            key=f"bench-{i}",
+        )
+        yield PendingDocument(f"doc {i}", lambda doc=doc: doc)
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
+def exclusive_seconds(mine: list[tuple[float, float]], others: list[tuple[float, float]]) -> float:
+    """Time covered by `mine` and by none of `others`: what was not hidden behind them."""
+    return union_seconds(mine + others) - union_seconds(others)

@@ -1,0 +1,206 @@
+"""Ingestion and retrieval at 100k chunks x 384 dimensions: targets I1, R1 and R2 of TARGETS.md.
+
+One run ingests a synthetic corpus (bench/corpus.py) through the real pipeline
+(`DocumentService.ingest_many`: chunking, batched embedding, COPY BINARY, the bulk-load index
+build), then times the real search path (`DocumentStore.search`, vector half) for fresh queries
+unfiltered and with metadata filters selecting 1% and 10% of the tenant's chunks. Recall@10 is
+measured against an exact scan of the same rows in the same database (index scans disabled).
+
+    .venv/bin/python -m bench.retrieval [--documents 10000] [--queries 200]
+        [--embed-url URL [--embed-model NAME]]
+
+The default embedder is an in-process stand-in, far faster than any real model, so the measured
+database share of ingestion is a worst case; the table also projects it at the embedding rate of
+all-MiniLM-L6-v2 under the vLLM CPU engine (35 texts/s, FACTS.md). With --embed-url the real
+endpoint is timed instead (use a small --documents: 35 texts/s is ~45 min for 100k chunks).
+Uses GARRISON_DATABASE_URL when set (the database must be disposable), else a throwaway
+embedded Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pgvector import HalfVector
+from pgvector.psycopg import register_vector
+
+from agent.domain import SearchFilter, SearchQuery
+from agent.services.documents import DocumentService
+from agent.settings import AgentSettings
+from bench.corpus import (
+    SECTIONS,
+    MixtureSpace,
+    StandInEmbedder,
+    TimedEmbedder,
+    TimedStore,
+    documents,
+    exclusive_seconds,
+    union_seconds,
+)
+from datastore.embedded import EmbeddedPostgres
+from datastore.settings import DatabaseSettings
+from datastore.store import open_datastore
+from serving.client import embed_client
+from serving.settings import ServingSettings
+
+K = 10
+VLLM_CPU_TEXTS_PER_S = 35.0
+SCENARIOS: list[tuple[str, dict[str, Any]]] = [
+    ("unfiltered (tenant only)", {}),
+    ("filtered, 10% selectivity", {"p10": 3}),
+    ("filtered, 1% selectivity", {"p1": 7}),
+]
+
+
+async def ingest(args: argparse.Namespace, db_url: str, space: MixtureSpace) -> dict[str, Any]:
+    store = await open_datastore(db_url, DatabaseSettings(database_url=db_url), upgrade=True)
+    db: dict[str, list[tuple[float, float]]] = {}
+    embed: list[tuple[float, float]] = []
+    real = None
+    if args.embed_url:
+        real = embed_client(ServingSettings(embed_url=args.embed_url, embed_model=args.embed_model))
+        embedder: Any = TimedEmbedder(real, embed)
+    else:
+        embedder = StandInEmbedder(space, embed)
+    try:
+        tenant = await store.tenants.create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+        service = DocumentService(TimedStore(store.documents, db), embedder, AgentSettings())
+        started = time.perf_counter()
+        outcomes = await service.ingest_many(
+            tenant.id,
+            documents(args.documents),
+            expected_chunks=args.documents * SECTIONS,
+        )
+        wall = time.perf_counter() - started
+        chunks = sum(o.document.chunk_count for o in outcomes if o.document is not None)
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            raise SystemExit(f"{len(failed)} documents failed, e.g. {failed[0].reason}")
+        search = await search_all(args, store, tenant.id, space, db_url)
+    finally:
+        if real is not None:
+            await real.aclose()
+        await store.close()
+    all_db = [i for spans in db.values() for i in spans]
+    return {
+        "wall": wall,
+        "chunks": chunks,
+        "docs": len(outcomes),
+        "embed": union_seconds(embed),
+        "db": union_seconds(all_db),
+        "db_exclusive": exclusive_seconds(all_db, embed),
+        "index": union_seconds(db.get("build_vector_index", [])),
+        "search": search,
+    }
+
+
+async def search_all(
+    args: argparse.Namespace, store: Any, tenant_id: uuid.UUID, space: MixtureSpace, url: str
+) -> list[dict[str, Any]]:
+    rnd = random.Random(99)
+    queries = [space.draw(rnd) for _ in range(args.queries)]
+    rows = []
+    with psycopg.connect(url) as exact:
+        register_vector(exact)
+        exact.execute("SET enable_indexscan = off")  # ground truth: every row's distance
+        for name, metadata in SCENARIOS:
+            scope = SearchFilter(metadata=metadata)
+            for q in queries[:10]:  # warm the caches and the estimate the search plans with
+                await store.documents.search(SearchQuery(tenant_id, q, K, filter=scope))
+            latencies, recalls, short, strategies = [], [], 0, dict[str, int]()
+            for q in queries:
+                t0 = time.perf_counter()
+                result = await store.documents.search(SearchQuery(tenant_id, q, K, filter=scope))
+                latencies.append((time.perf_counter() - t0) * 1000)
+                strategies[result.plan.strategy] = strategies.get(result.plan.strategy, 0) + 1
+                short += len(result.hits) != K
+                truth = _exact(exact, tenant_id, q, metadata)
+                recalls.append(len(truth & {h.chunk_id for h in result.hits}) / K)
+            latencies.sort()
+            rows.append(
+                {
+                    "name": name,
+                    "recall": statistics.mean(recalls),
+                    "p50": latencies[len(latencies) // 2],
+                    "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                    "short": short,
+                    "strategies": strategies,
+                }
+            )
+    return rows
+
+
+def _exact(conn: Any, tenant_id: uuid.UUID, q: list[float], metadata: dict[str, Any]) -> set[int]:
+    scope = ""
+    params: list[Any] = [tenant_id]
+    if metadata:
+        scope = " AND document_id IN (SELECT id FROM documents WHERE metadata @> %s::jsonb)"
+        params.append(psycopg.types.json.Jsonb(metadata))
+    sql = f"SELECT id FROM chunks WHERE tenant_id = %s{scope} ORDER BY embedding <=> %s LIMIT {K}"
+    return {r[0] for r in conn.execute(sql, [*params, HalfVector(q)])}
+
+
+def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    per_chunk_db = r["db"] / r["chunks"]
+    projected = per_chunk_db / (per_chunk_db + 1 / VLLM_CPU_TEXTS_PER_S)
+    embedder = args.embed_url or "in-process stand-in"
+    print(f"\ningestion: {r['docs']} documents, {r['chunks']} chunks, embedder: {embedder}")
+    print(f"{'measure':<58}{'value':>14}")
+    lines = [
+        ("wall time (s)", f"{r['wall']:.1f}"),
+        ("throughput (chunks/s)", f"{r['chunks'] / r['wall']:.0f}"),
+        ("embedding (s)", f"{r['embed']:.1f}"),
+        ("database, all calls (s)", f"{r['db']:.1f}"),
+        ("  of which HNSW index build after the bulk load (s)", f"{r['index']:.1f}"),
+        ("database time per 1k chunks (s)", f"{per_chunk_db * 1000:.2f}"),
+        ("database share of wall time", f"{r['db'] / r['wall']:.1%}"),
+        ("  not overlapped by embedding", f"{r['db_exclusive'] / r['wall']:.1%}"),
+        (
+            f"  projected at {VLLM_CPU_TEXTS_PER_S:.0f} texts/s (vLLM CPU, MiniLM)",
+            f"{projected:.2%}",
+        ),
+    ]
+    for name, value in lines:
+        print(f"{name:<58}{value:>14}")
+    print(f"\nretrieval: top-{K}, {args.queries} queries, recall vs exact scan of the same rows")
+    print(f"{'scenario':<28}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'short':>7}  plan")
+    for row in r["search"]:
+        plans = ", ".join(f"{k} {v}" for k, v in sorted(row["strategies"].items()))
+        print(
+            f"{row['name']:<28}{row['recall']:>10.3f}{row['p50']:>9.2f}{row['p99']:>9.2f}"
+            f"{row['short']:>7}  {plans}"
+        )
+    print("(short: queries answered with fewer than k rows)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--documents", type=int, default=10_000, help="x10 chunks")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--embed-url", default=None)
+    parser.add_argument("--embed-model", default="garrison-embed")
+    args = parser.parse_args()
+    embedded = None
+    db_url = os.environ.get("GARRISON_DATABASE_URL")
+    if not db_url:
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="garrison-bench-")))
+        db_url = embedded.start()
+    try:
+        report(args, asyncio.run(ingest(args, db_url, MixtureSpace())))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Storing documents by key: one transaction per batch, chunks loaded with COPY BINARY.
+
+Per batch: one pipelined upsert of every document whose content changed (a new row, or the old
+row with `version + 1`), one DELETE of the replaced documents' old chunks, one binary COPY of all
+new chunks, one commit. The document row keeps its id across versions, and the old chunks go
+and the new ones arrive in the same commit, so a concurrent reader sees either version whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pgvector import HalfVector
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from sqlalchemy import RowMapping
+
+from agent.domain import Document, DocumentWrite, NewDocument, WriteStatus
+from agent.errors import Conflict
+from datastore.driver import AsyncPg
+from datastore.schema.documents import EMBEDDING_DIM
+
+_UPSERT = """
+INSERT INTO documents AS d
+    (id, tenant_id, key, title, source, metadata, tags, content_hash, chunk_count)
+VALUES (%(id)s, %(tenant)s, %(key)s, %(title)s, %(source)s, %(metadata)s, %(tags)s, %(hash)s,
+        %(chunks)s)
+ON CONFLICT (tenant_id, key) DO UPDATE SET
+    title = excluded.title, source = excluded.source, metadata = excluded.metadata,
+    tags = excluded.tags, content_hash = excluded.content_hash,
+    chunk_count = excluded.chunk_count, version = d.version + 1, updated_at = now()
+-- A writer that lost a race to store the same content finds nothing to change: no new version.
+WHERE (d.title, d.source, d.metadata, d.tags, d.content_hash) IS DISTINCT FROM
+      (excluded.title, excluded.source, excluded.metadata, excluded.tags, excluded.content_hash)
+RETURNING d.*, (d.xmax = 0) AS inserted
+"""
+
+# Metadata or tags changed, the content did not: the chunks (and their embeddings) stay.
+_UPDATE_LABELS = """
+UPDATE documents AS d SET source = %(source)s, metadata = %(metadata)s, tags = %(tags)s,
+    version = d.version + 1, updated_at = now()
+WHERE d.tenant_id = %(tenant)s AND d.key = %(key)s AND d.content_hash = %(hash)s
+  AND (d.source, d.metadata, d.tags) IS DISTINCT FROM
+      (%(source)s, %(metadata)s::jsonb, %(tags)s::text[])
+RETURNING d.*, false AS inserted
+"""
+
+_CURRENT = "SELECT d.* FROM documents d WHERE d.tenant_id = %(tenant)s AND d.key = ANY(%(keys)s)"
+
+_COPY = (
+    "COPY chunks (document_id, tenant_id, ordinal, heading, content, content_hash, embedding)"
+    " FROM STDIN WITH (FORMAT BINARY)"
+)
+_COPY_TYPES = ["uuid", "uuid", "int4", "text", "text", "text", "halfvec"]
+
+
+def document_from(m: Mapping[str, Any] | RowMapping) -> Document:
+    return Document(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        key=m["key"],
+        title=m["title"],
+        source=m["source"],
+        metadata=m["metadata"],
+        tags=tuple(m["tags"]),
+        content_hash=m["content_hash"],
+        chunk_count=m["chunk_count"],
+        version=m["version"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def check_dim(vector: Sequence[float]) -> None:
+    if len(vector) != EMBEDDING_DIM:
+        raise ValueError(
+            f"embedding has {len(vector)} dimensions; the chunks table stores {EMBEDDING_DIM}"
+        )
+
+
+async def write_batch(
+    pg: AsyncPg, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
+) -> list[DocumentWrite]:
+    """Store `documents` in the caller's open transaction; results in input order."""
+    if len({d.key for d in documents}) != len(documents):
+        raise ValueError("a batch must not hold the same key twice")
+    for doc in documents:
+        for chunk in doc.chunks or ():
+            check_dim(chunk.embedding)
+    rows: dict[str, dict[str, Any] | None] = {}
+    async with pg.cursor(row_factory=dict_row) as cur:
+        full = [d for d in documents if d.chunks is not None]
+        if full:
+            await cur.executemany(_UPSERT, [_params(tenant_id, d) for d in full], returning=True)
+            for doc in full:
+                rows[doc.key] = await cur.fetchone()
+                cur.nextset()
+        for doc in documents:
+            if doc.chunks is None:
+                await cur.execute(_UPDATE_LABELS, _params(tenant_id, doc))
+                rows[doc.key] = await cur.fetchone()
+        missing = [key for key, row in rows.items() if row is None]
+        current: dict[str, dict[str, Any]] = {}
+        if missing:
+            await cur.execute(_CURRENT, {"tenant": tenant_id, "keys": missing})
+            current = {r["key"]: r for r in await cur.fetchall()}
+        results = [_outcome(d, rows[d.key], current.get(d.key)) for d in documents]
+        replaced = [
+            w.document.id
+            for w, d in zip(results, documents, strict=True)
+            if w.status is WriteStatus.UPDATED and d.chunks is not None
+        ]
+        if replaced:
+            await cur.execute("DELETE FROM chunks WHERE document_id = ANY(%s)", (replaced,))
+    await _copy_chunks(pg, tenant_id, documents, results)
+    return results
+
+
+def _params(tenant_id: uuid.UUID, doc: NewDocument) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "tenant": tenant_id,
+        "key": doc.key,
+        "title": doc.title,
+        "source": doc.source,
+        "metadata": Jsonb(doc.metadata),
+        "tags": list(doc.tags),
+        "hash": doc.content_hash,
+        "chunks": len(doc.chunks) if doc.chunks is not None else 0,
+    }
+
+
+def _outcome(
+    doc: NewDocument, row: dict[str, Any] | None, current: dict[str, Any] | None
+) -> DocumentWrite:
+    if row is not None:
+        status = WriteStatus.CREATED if row["inserted"] else WriteStatus.UPDATED
+        return DocumentWrite(document_from(row), status)
+    if current is not None and current["content_hash"] == doc.content_hash:
+        # Stored already, by an earlier call or a concurrent writer: nothing to change.
+        return DocumentWrite(document_from(current), WriteStatus.UNCHANGED)
+    # Only a label update can get here: its content was replaced or deleted meanwhile.
+    raise Conflict(f"document {doc.key!r} changed while it was being stored; ingest it again")
+
+
+async def _copy_chunks(
+    pg: AsyncPg,
+    tenant_id: uuid.UUID,
+    documents: Sequence[NewDocument],
+    results: Sequence[DocumentWrite],
+) -> None:
+    fresh = [
+        (w.document.id, d.chunks)
+        for d, w in zip(documents, results, strict=True)
+        if d.chunks and w.status is not WriteStatus.UNCHANGED
+    ]
+    if not fresh:
+        return
+    async with pg.cursor() as cur, cur.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        for document_id, chunks in fresh:
+            for c in chunks:
+                digest = hashlib.sha256(c.content.encode()).hexdigest()
+                await copy.write_row(
+                    (
+                        document_id,
+                        tenant_id,
+                        c.ordinal,
+                        c.heading,
+                        c.content,
+                        digest,
+                        HalfVector(c.embedding),
+                    )
+                )
