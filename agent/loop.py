@@ -8,6 +8,7 @@ failure becomes a recorded step and a reason code, never an exception escaping t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +31,8 @@ from agent.domain import (
 from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
 from agent.settings import AgentSettings
 from agent.tools import Tool, ToolContext
-from serving.errors import ModelOutputError, ServingError
-from serving.types import Message
+from serving.errors import ModelOutputError, ModelOverloaded, ServingError
+from serving.types import ChatResult, Message
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,27 @@ class RunLoop:
         )
         return [Passage.from_hit(h) for h in hits], None
 
+    async def _admitted_chat(
+        self, model: ChatModel, conversation: list[Message], schema: JSON
+    ) -> ChatResult:
+        """A chat call that waits while every deployment is at its in-flight cap.
+
+        An overloaded engine is back-pressure, not a failure of the run: the step waits for a
+        slot (bounded by `overload_wait_s`) instead of failing work that was already accepted.
+        """
+        deadline = time.monotonic() + self._settings.overload_wait_s
+        while True:
+            try:
+                return await model.chat(
+                    conversation,
+                    json_schema=schema,
+                    max_tokens=self._settings.decision_max_tokens,
+                )
+            except ModelOverloaded as exc:
+                if time.monotonic() + exc.retry_after_s > deadline:
+                    raise
+                await asyncio.sleep(exc.retry_after_s)
+
     async def _decide(
         self,
         agent: AgentDefinition,
@@ -229,11 +251,7 @@ class RunLoop:
         conversation = list(messages)
         for _ in range(self._settings.max_decision_attempts):
             try:
-                answer = await model.chat(
-                    conversation,
-                    json_schema=schema,
-                    max_tokens=self._settings.decision_max_tokens,
-                )
+                answer = await self._admitted_chat(model, conversation, schema)
             except ModelOutputError as exc:
                 draft.attempts.append(
                     {"error": exc.code, "detail": exc.message, "deployment": exc.deployment}

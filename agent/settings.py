@@ -15,6 +15,8 @@ class AgentSettings(BaseSettings):
     """Sized to the action schema, whose strings are bounded: a cut-off answer is invalid JSON."""
     tool_result_chars: int = Field(default=1500, ge=100, le=100_000)
     """How much of a tool result the model sees in later turns (the full result is recorded)."""
+    overload_wait_s: float = Field(default=120.0, ge=0)
+    """How long a step waits for a model slot when every deployment is at its in-flight cap."""
     worker_concurrency: int = Field(default=4, ge=1, le=1000)
     lease_seconds: float = Field(default=30.0, gt=1)
     poll_interval_s: float = Field(default=0.2, gt=0)

@@ -3,6 +3,7 @@ primary does not fail the run, and the registry syncs into the database with an 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -147,3 +148,27 @@ async def test_sync_stores_the_registry_and_audits_changes(
             {"added": ["d"], "changed": ["a"], "removed": ["b", "c"]},
             {"added": ["a", "b", "c"], "changed": [], "removed": []},
         ]
+
+
+async def test_runs_wait_for_a_model_slot_instead_of_failing(
+    settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+    scripted_model: ScriptedModelServer,
+) -> None:
+    """Back-pressure from the in-flight cap delays accepted runs; it never fails them."""
+    path = write_models_file(
+        tmp_path / "models.toml",
+        external("only", scripted_model.base_url, max_in_flight=1),
+        external("vectors", scripted_model.base_url, ("embed",)),
+    )
+    for i in range(3):
+        scripted_model.enqueue(finish(f"answer {i}"), delay_s=0.3)
+    async with routed_services(settings, database_url, path) as services:
+        fx = await make_tenant(services, "busy")
+        runs = [await services.runs.submit(fx.principal, "assistant", f"q{i}") for i in range(3)]
+        workers = [services.worker(f"w{i}") for i in range(3)]
+        await asyncio.gather(*(w.run_until_idle() for w in workers))
+        finals = [await services.runs.get(r.id, fx.tenant.id) for r in runs]
+    assert [f.status for f in finals] == [RunStatus.SUCCEEDED] * 3
+    assert sorted(f.output or "" for f in finals) == ["answer 0", "answer 1", "answer 2"]
