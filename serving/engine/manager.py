@@ -101,7 +101,9 @@ class EngineManager:
         return process.status(self.files(deployment))
 
     async def health(self, deployment: Deployment) -> Health:
-        return await check(self.url(deployment), deployment.served_name)
+        # Engines we did not start may be any OpenAI-compatible server, not necessarily vLLM.
+        url = self.url(deployment)
+        return await check(url, deployment.served_name, vllm=is_local(deployment))
 
     def select(self, names: Sequence[str]) -> tuple[Deployment, ...]:
         """The deployments named (all when none are), in registry order; KeyError names the

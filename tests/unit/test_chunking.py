@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from agent.chunking import Chunk, chunk_document, count_tokens
@@ -58,7 +60,7 @@ def test_long_paragraph_is_cut_at_sentences_and_overlaps() -> None:
     assert all(c.tokens <= 60 for c in chunks)
     for i in range(200):  # every sentence survives whole in some chunk
         assert any(f"Sentence number {i} is here." in c.text for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         # The overlap is the trailing whole sentences of the chunk before: at 7 tokens each, two.
         tail = ". ".join(before.text.split(". ")[-2:])
         assert after.text.startswith(tail)

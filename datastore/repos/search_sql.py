@@ -1,0 +1,116 @@
+"""The SQL of a search, assembled from constant pieces, and the words its keyword half uses.
+
+Every statement is composed with `psycopg.sql` from the constants below: no caller text ever
+becomes SQL (query words travel as a parameter of `websearch_to_tsquery`). The vector half is a
+materialised CTE of the nearest `n` rows in scope, by HNSW iterative scan or exact scan; the
+keyword half ranks `tsvector` matches; the two are fused by reciprocal rank.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from agent.domain import SearchFilter
+from datastore.repos.search_plan import Strategy
+
+MAX_QUERY_WORDS = 32
+_WORD = re.compile(r"\w[\w.\-/]*\w|\w")
+
+
+def keyword_query(text: str) -> str | None:
+    """The words the keyword half looks for, OR-ed for `websearch_to_tsquery`.
+
+    When the query holds identifiers — codes, numbers, names — only those are looked for: they
+    are what embeddings miss, and common words matched alongside would outrank the one chunk
+    that has the code. Otherwise any of the words may match, and more matches rank higher. Only
+    word characters reach the parser (with inner dots, dashes and slashes, so "XK-4471-B" stays
+    one phrase); its operators cannot be injected, and stop words drop out there.
+    """
+    # "or" is websearch_to_tsquery's operator, never a word worth matching.
+    words = [w for w in _WORD.findall(text) if w.lower() != "or"][:MAX_QUERY_WORDS]
+    identifiers = [w for i, w in enumerate(words) if _is_identifier(w, first=i == 0)]
+    chosen = identifiers or words
+    return " or ".join(chosen) if chosen else None
+
+
+def _is_identifier(word: str, *, first: bool) -> bool:
+    if any(ch.isdigit() for ch in word) or any(ch in "-_./" for ch in word):
+        return True
+    if len(word) > 1 and word.isupper():  # GDPR, ACME
+        return True
+    # A capital inside a word (iPhone) or a capitalised word that does not open the query (a
+    # name: "what did Okonkwo decide").
+    return any(ch.isupper() for ch in word[1:]) or (word[0].isupper() and not first)
+
+
+def document_predicate(f: SearchFilter) -> sql.Composed:
+    parts = [
+        sql.SQL(part)
+        for part, wanted in (
+            (" AND d.tags @> %(tags)s::text[]", f.tags),
+            (" AND d.tags && %(any_tags)s::text[]", f.any_tags),
+            (" AND d.metadata @> %(metadata)s", f.metadata),
+        )
+        if wanted
+    ]
+    return sql.Composed(parts)
+
+
+COUNT_IN_SCOPE = sql.SQL(
+    "SELECT coalesce(sum(d.chunk_count), 0) FROM documents d WHERE d.tenant_id = %(tenant)s{}"
+)
+_SCOPE = sql.SQL(
+    "c.tenant_id = %(tenant)s AND c.document_id IN "
+    "(SELECT d.id FROM documents d WHERE d.tenant_id = %(tenant)s{})"
+)
+# "+ 0" makes the ordering an expression the HNSW index cannot serve, so Postgres computes every
+# distance in scope: the exact scan the plan asked for, whatever the planner would prefer.
+_ORDER = {
+    Strategy.HNSW: sql.SQL("c.embedding <=> %(q)s"),
+    Strategy.EXACT: sql.SQL("(c.embedding <=> %(q)s) + 0"),
+}
+_VECTOR = sql.SQL("""
+    nearest AS MATERIALIZED (
+        SELECT c.id, c.embedding <=> %(q)s AS distance FROM chunks c
+        WHERE {scope} ORDER BY {order} LIMIT %(n)s),
+    vector AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM nearest)""")
+_KEYWORD = sql.SQL("""
+    , words AS (SELECT websearch_to_tsquery('english', %(words)s) AS query),
+    matches AS MATERIALIZED (
+        SELECT c.id, ts_rank(c.tsv, words.query) AS weight FROM chunks c, words
+        WHERE {scope} AND c.tsv @@ words.query ORDER BY weight DESC, c.id LIMIT %(n)s),
+    keyword AS (SELECT id, row_number() OVER (ORDER BY weight DESC, id) AS rank FROM matches),
+    fused AS (
+        SELECT coalesce(v.id, kw.id) AS id, v.rank AS vector_rank, kw.rank AS keyword_rank,
+               coalesce(1.0 / (%(rrf)s + v.rank), 0) + coalesce(1.0 / (%(rrf)s + kw.rank), 0)
+               AS fused
+        FROM vector v FULL JOIN keyword kw ON kw.id = v.id
+        ORDER BY fused DESC, id LIMIT %(k)s)""")
+_VECTOR_ONLY = sql.SQL("""
+    , fused AS (
+        SELECT id, rank AS vector_rank, NULL::bigint AS keyword_rank, NULL::numeric AS fused
+        FROM vector ORDER BY rank LIMIT %(k)s)""")
+_SNIPPET = {
+    True: sql.SQL(
+        "CASE WHEN f.keyword_rank IS NOT NULL THEN ts_headline('english', c.content, "
+        "(SELECT query FROM words), %(headline)s) END"
+    ),
+    False: sql.SQL("NULL"),
+}
+_RESULT = sql.SQL("""
+    WITH {ctes}
+    SELECT c.id, c.document_id, c.ordinal, c.heading, c.content, d.title, d.source, d.version,
+           1 - (c.embedding <=> %(q)s) AS similarity, f.fused, f.vector_rank, f.keyword_rank,
+           {snippet} AS snippet, (SELECT count(*) FROM nearest) AS vector_found
+    FROM fused f JOIN chunks c ON c.id = f.id JOIN documents d ON d.id = c.document_id
+    ORDER BY f.fused DESC NULLS LAST, f.vector_rank, c.id""")
+
+
+def statement(strategy: Strategy, f: SearchFilter, keyword: bool) -> sql.Composed:
+    """The one statement a search runs; every piece is a constant of this module."""
+    scope = sql.SQL("c.tenant_id = %(tenant)s") if f.empty else _SCOPE.format(document_predicate(f))
+    ctes: list[sql.Composable] = [_VECTOR.format(scope=scope, order=_ORDER[strategy])]
+    ctes.append(_KEYWORD.format(scope=scope) if keyword else _VECTOR_ONLY)
+    return _RESULT.format(ctes=sql.Composed(ctes), snippet=_SNIPPET[keyword])
