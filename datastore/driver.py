@@ -17,7 +17,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-HNSW_EF_SEARCH = 40
+HNSW_EF_SEARCH = 64
 """Candidates the HNSW scan keeps; measured in bench/retrieval.py to give recall >= 0.95."""
 HNSW_MAX_SCAN_TUPLES = 20_000
 """pgvector's default cap on tuples an iterative scan visits; the search planner respects it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -60,8 +61,23 @@ def demo_documents() -> list[tuple[str, str]]:
     )
 
 
+FULL_TOOLS = ("search_documents", "finish")
+ANSWER_ONLY_TOOLS = ("finish",)
+"""For the bundled 270M base model: it cannot plan multi-step tool use (it repeats a search
+forever), but it can answer from the passages the loop retrieves before the first decision."""
+
+
+def demo_tools(origin: str) -> tuple[str, ...]:
+    return ANSWER_ONLY_TOOLS if origin == "bundled" else FULL_TOOLS
+
+
 async def seed_demo(
-    services: Services, data_dir: Path, *, actor: str, load_documents: bool = True
+    services: Services,
+    data_dir: Path,
+    *,
+    actor: str,
+    load_documents: bool = True,
+    tools: Sequence[str] = FULL_TOOLS,
 ) -> SeedReport:
     tenancy = services.tenancy
     try:
@@ -71,7 +87,9 @@ async def seed_demo(
     agents = await tenancy.list_agents(DEMO_TENANT)
     agent_created = not any(a.name == DEMO_AGENT for a in agents)
     if agent_created:
-        await tenancy.put_agent(DEMO_TENANT, DEMO_AGENT, instructions=INSTRUCTIONS, actor=actor)
+        await tenancy.put_agent(
+            DEMO_TENANT, DEMO_AGENT, instructions=INSTRUCTIONS, tools=tools, actor=actor
+        )
 
     key_file = data_dir / KEY_FILE
     secret = await _usable_secret(services, key_file, tenant.id)

@@ -72,7 +72,7 @@ def active_registry(
         return RegistrySource(
             environment_registry(settings), "environment", "GARRISON_CHAT_URL/GARRISON_EMBED_URL"
         )
-    bundled = _bundled_registry(settings)
+    bundled = None if settings.engines == "off" else _bundled_registry(settings)
     if bundled is not None:
         return RegistrySource(bundled, "bundled", "bundled CPU models")
     return RegistrySource(Registry(deployments=()), "none", "no models configured")

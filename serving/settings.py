@@ -8,6 +8,7 @@ length) does not belong here: that is the models file's business (``serving.mode
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,9 @@ class ServingSettings(BaseSettings):
     models_file: Path | None = None
     """A TOML models file (``GARRISON_MODELS_FILE``); when set it is the whole registry and the
     chat/embed URLs above are ignored."""
+    engines: Literal["auto", "off"] = "auto"
+    """`off`: never use the bundled CPU models nor start engines (an appliance that only talks
+    to engines configured by URL or models file, and test suites that must not find one)."""
     model_retries: int = Field(default=2, ge=0, le=10)
     """Retries of one deployment when it is unavailable (refused, 502/503/504) before falling
     back to the next one in the role's chain; timeouts fall back at once."""

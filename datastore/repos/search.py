@@ -31,8 +31,8 @@ from datastore.repos.search_sql import COUNT_IN_SCOPE, document_predicate, keywo
 
 RRF_K = 60
 """The usual reciprocal-rank-fusion constant: a hit's fused score is sum(1 / (60 + rank))."""
-CANDIDATES = 40
-"""Rows each half of a search ranks before fusion; also what an index scan must find."""
+HYBRID_POOL = 20
+"""Rows each half of a hybrid search ranks before fusion (at least k)."""
 ESTIMATE_TTL_S = 30.0
 SNIPPET_CHARS = 600
 _HEADLINE = 'MaxFragments=1, MaxWords=40, MinWords=15, StartSel="", StopSel=""'
@@ -52,8 +52,10 @@ class SearchRepository:
         check_dim(query.embedding)
         if query.k < 1:
             return SearchResult([], SearchPlan(Strategy.EXACT, 0))
-        candidates = max(CANDIDATES, query.k)
         words = keyword_query(query.text) if query.text else None
+        hybrid = words is not None
+        # Vector search ranks exactly k; hybrid gives each half a larger pool to fuse.
+        candidates = max(HYBRID_POOL, query.k) if hybrid else query.k
         params: dict[str, Any] = {
             "tenant": query.tenant_id,
             "q": HalfVector(query.embedding),
@@ -70,15 +72,13 @@ class SearchRepository:
                 return SearchResult([], SearchPlan(Strategy.EXACT, 0))
             strategy = choose_strategy(in_scope, table_rows, candidates, self._costs)
             plan = SearchPlan(strategy, round(in_scope))
-            rows = await _fetch(pg, statement(strategy, query.filter, words is not None), params)
-            found = rows[0]["vector_found"] if rows else 0
+            rows = await _fetch(pg, statement(strategy, query.filter, hybrid), params)
+            found = rows[0]["vector_found"] if hybrid and rows else len(rows)
             # The index scan gave up before finding rows the estimate says exist: answer exactly.
             if strategy is Strategy.HNSW and found < min(candidates, in_scope):
                 plan = SearchPlan(Strategy.EXACT, round(in_scope), fell_back=True)
-                rows = await _fetch(
-                    pg, statement(Strategy.EXACT, query.filter, words is not None), params
-                )
-        return SearchResult([_hit(r, words is not None) for r in rows], plan)
+                rows = await _fetch(pg, statement(Strategy.EXACT, query.filter, hybrid), params)
+        return SearchResult([_hit(r, hybrid) for r in rows], plan)
 
     async def _scope(self, pg: AsyncPg, query: SearchQuery) -> tuple[float, float]:
         """(rows in scope, rows in the table), from statistics or the documents' chunk counts."""
@@ -124,11 +124,10 @@ async def _fetch(
 
 def _hit(r: dict[str, Any], hybrid: bool) -> ChunkHit:
     similarity = float(r["similarity"])
-    matched = tuple(
-        name
-        for name, rank in (("vector", r["vector_rank"]), ("keyword", r["keyword_rank"]))
-        if rank is not None
-    )
+    matched: tuple[str, ...] = ("vector",)
+    if hybrid:
+        ranks = (("vector", r["vector_rank"]), ("keyword", r["keyword_rank"]))
+        matched = tuple(name for name, rank in ranks if rank is not None)
     return ChunkHit(
         chunk_id=r["id"],
         document_id=r["document_id"],

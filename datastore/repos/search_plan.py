@@ -26,8 +26,7 @@ class PlannerCosts:
     ef_search: int
     max_scan_tuples: int
     visit_cost: float = 5.0
-    """One HNSW visit in units of one exact distance. Measured by bench/retrieval.py on 384-d
-    halfvec (m=16): ~3.5 us per visited tuple against ~0.7 us per exactly scanned row."""
+    """One HNSW visit in units of one exactly scanned row (bench/retrieval.py measures both)."""
     scan_cap_share: float = 0.5
     """Use at most this share of `max_scan_tuples`, leaving room for filters that correlate
     badly with distance."""

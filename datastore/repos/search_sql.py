@@ -71,7 +71,7 @@ _ORDER = {
     Strategy.HNSW: sql.SQL("c.embedding <=> %(q)s"),
     Strategy.EXACT: sql.SQL("(c.embedding <=> %(q)s) + 0"),
 }
-_VECTOR = sql.SQL("""
+_NEAREST = sql.SQL("""
     nearest AS MATERIALIZED (
         SELECT c.id, c.embedding <=> %(q)s AS distance FROM chunks c
         WHERE {scope} ORDER BY {order} LIMIT %(n)s),
@@ -88,29 +88,34 @@ _KEYWORD = sql.SQL("""
                AS fused
         FROM vector v FULL JOIN keyword kw ON kw.id = v.id
         ORDER BY fused DESC, id LIMIT %(k)s)""")
-_VECTOR_ONLY = sql.SQL("""
-    , fused AS (
-        SELECT id, rank AS vector_rank, NULL::bigint AS keyword_rank, NULL::numeric AS fused
-        FROM vector ORDER BY rank LIMIT %(k)s)""")
-_SNIPPET = {
-    True: sql.SQL(
-        "CASE WHEN f.keyword_rank IS NOT NULL THEN ts_headline('english', c.content, "
-        "(SELECT query FROM words), %(headline)s) END"
-    ),
-    False: sql.SQL("NULL"),
-}
-_RESULT = sql.SQL("""
-    WITH {ctes}
+_HYBRID = sql.SQL("""
+    WITH {nearest}{keyword}
     SELECT c.id, c.document_id, c.ordinal, c.heading, c.content, d.title, d.source, d.version,
            1 - (c.embedding <=> %(q)s) AS similarity, f.fused, f.vector_rank, f.keyword_rank,
-           {snippet} AS snippet, (SELECT count(*) FROM nearest) AS vector_found
+           CASE WHEN f.keyword_rank IS NOT NULL THEN ts_headline('english', c.content,
+               (SELECT query FROM words), %(headline)s) END AS snippet,
+           (SELECT count(*) FROM nearest) AS vector_found
     FROM fused f JOIN chunks c ON c.id = f.id JOIN documents d ON d.id = c.document_id
-    ORDER BY f.fused DESC NULLS LAST, f.vector_rank, c.id""")
+    ORDER BY f.fused DESC, f.vector_rank, c.id""")
+# Vector search alone is the hot path (every run retrieves before its first step): one plain
+# ordered scan joined to its documents, which plans in a fraction of the hybrid statement's time.
+# Relaxed-order index scans return rows roughly by distance; the outer query sorts them exactly.
+_VECTOR = sql.SQL("""
+    SELECT n.*, 1 - n.distance AS similarity, NULL::numeric AS fused, NULL::bigint AS keyword_rank,
+           NULL::text AS snippet
+    FROM (
+        SELECT c.id, c.document_id, c.ordinal, c.heading, c.content, doc.title, doc.source,
+               doc.version, c.embedding <=> %(q)s AS distance
+        FROM chunks c JOIN documents doc ON doc.id = c.document_id
+        WHERE {scope} ORDER BY {order} LIMIT %(k)s) n
+    ORDER BY n.distance, n.id""")
 
 
 def statement(strategy: Strategy, f: SearchFilter, keyword: bool) -> sql.Composed:
     """The one statement a search runs; every piece is a constant of this module."""
     scope = sql.SQL("c.tenant_id = %(tenant)s") if f.empty else _SCOPE.format(document_predicate(f))
-    ctes: list[sql.Composable] = [_VECTOR.format(scope=scope, order=_ORDER[strategy])]
-    ctes.append(_KEYWORD.format(scope=scope) if keyword else _VECTOR_ONLY)
-    return _RESULT.format(ctes=sql.Composed(ctes), snippet=_SNIPPET[keyword])
+    order = _ORDER[strategy]
+    if not keyword:
+        return _VECTOR.format(scope=scope, order=order)
+    nearest = _NEAREST.format(scope=scope, order=order)
+    return _HYBRID.format(nearest=nearest, keyword=_KEYWORD.format(scope=scope))

@@ -7,6 +7,7 @@ models answer and what that means, how to send a first run. The machinery it nar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from agent.domain import ModelSync
 from agent.runtime import ComponentHealth, Settings, describe
 from ops.output import JsonFlag, Output
 from ops.runtime import Runtime, actor, execute, open_runtime
-from ops.seed import DEMO_AGENT, DEMO_QUESTION, DEMO_TENANT, SeedReport, seed_demo
+from ops.seed import DEMO_AGENT, DEMO_QUESTION, DEMO_TENANT, SeedReport, demo_tools, seed_demo
 
 HostOption = Annotated[
     str | None, typer.Option("--host", help="Address to listen on [default: GARRISON_API_HOST]")
@@ -70,14 +71,20 @@ def up(
         # Imported on use: the API stack (FastAPI, uvicorn) adds ~0.3 s to every start, which
         # commands that never serve should not pay.
         from ops.appliance import StopSignals, bind_api_socket, configure_logging, run_until_stopped
+        from ops.engines_up import bring_up
 
         with StopSignals(out).installed() as stop:
             sock = bind_api_socket(host or settings.api.host, _port(settings, port))
             configure_logging(json_logs)
             try:
-                async with open_runtime(settings, schema="upgrade", progress=out.progress) as rt:
+                async with (
+                    contextlib.AsyncExitStack() as stack,
+                    open_runtime(settings, schema="upgrade", progress=out.progress) as rt,
+                ):
                     with out.progress("recording the model registry") as step:
                         step.detail = _synced(await rt.services.catalog.sync(actor=actor()))
+                    engines = await bring_up(rt.settings, out)
+                    stack.push_async_callback(engines.stop, out)
                     health = await rt.services.health()
                     _report_models(out, rt.settings, health)
                     # A stop asked for during startup is honoured between phases.
@@ -195,7 +202,11 @@ async def _seed(out: Output, rt: Runtime, health: list[ComponentHealth]) -> Seed
     embed_ok = any(c.name == "embed_model" and c.ok for c in health)
     with out.progress(f"seeding the demo tenant {DEMO_TENANT!r}") as step:
         report = await seed_demo(
-            rt.services, rt.settings.database.data_dir, actor=actor(), load_documents=embed_ok
+            rt.services,
+            rt.settings.database.data_dir,
+            actor=actor(),
+            load_documents=embed_ok,
+            tools=demo_tools(rt.services.source.origin),
         )
         done = [
             "agent created" if report.agent_created else "",

@@ -120,6 +120,9 @@ def free_port() -> int:
 
 def subprocess_env(**garrison: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GARRISON_")}
+    # A `garrison up` under test must never install or start the real engines (minutes, GBs);
+    # the engine tests do that on purpose.
+    env["GARRISON_ENGINES"] = "off"
     env.update(garrison)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -135,20 +135,20 @@ async def test_tag_filters_and_unfiltered_search_return_k(
 async def test_an_index_scan_that_comes_back_short_is_answered_exactly(
     services: Services, acme: TenantFixture, globex: TenantFixture
 ) -> None:
-    # Statistics gathered while acme held 5000 chunks; then it drops to 5. The stale estimate
-    # sends the search to the index, which finds 5 where 40 were expected: the exact scan answers.
+    # Statistics gathered while acme held 5000 chunks; then it drops to 2. The stale estimate
+    # sends the search to the index, which finds fewer rows than asked: the exact scan answers.
     await plant_corpus(services, acme.tenant.id)
     await plant_corpus(services, globex.tenant.id, seed=2)
     async with services.store.engine.begin() as conn:
         await conn.exec_driver_sql(
             "DELETE FROM documents WHERE tenant_id = %(t)s AND key <> ALL(%(keep)s)",
-            {"t": acme.tenant.id, "keep": [f"doc-{i}" for i in range(5)]},
+            {"t": acme.tenant.id, "keep": ["doc-0", "doc-1"]},
         )
     repo = SearchRepository(services.store.engine, ALWAYS_INDEX)
     result = await repo.search(SearchQuery(acme.tenant.id, unit_vector(random.Random(3)), 3))
     assert result.plan.estimated_rows > 1000
     assert (result.plan.strategy, result.plan.fell_back) == ("exact", True)
-    assert len(result.hits) == 3
+    assert sorted(h.title for h in result.hits) == ["Doc 0", "Doc 1"]
 
 
 async def test_near_duplicates_in_two_tenants_never_cross(
