@@ -9,10 +9,11 @@ measured against an exact scan of the same rows in the same database (index scan
     .venv/bin/python -m bench.retrieval [--documents 10000] [--queries 200]
         [--embed-url URL [--embed-model NAME]]
 
-The default embedder is an in-process stand-in, far faster than any real model, so the measured
-database share of ingestion is a worst case; the table also projects it at the embedding rate of
-all-MiniLM-L6-v2 under the vLLM CPU engine (35 texts/s, FACTS.md). With --embed-url the real
-endpoint is timed instead (use a small --documents: 35 texts/s is ~45 min for 100k chunks).
+The default embedder is a stand-in (seeded vectors computed in a worker process, as a model
+server would), far faster than any real model, so the measured database share is a worst case;
+the table also projects it at the embedding rate of all-MiniLM-L6-v2 under the vLLM CPU engine
+(35 texts/s, FACTS.md). With --embed-url the real endpoint is timed instead (use a small
+--documents: at 35 texts/s, 100k chunks take ~45 min).
 Uses GARRISON_DATABASE_URL when set (the database must be disposable), else a throwaway
 embedded Postgres.
 """
@@ -73,7 +74,7 @@ async def ingest(args: argparse.Namespace, db_url: str, space: MixtureSpace) -> 
         real = embed_client(ServingSettings(embed_url=args.embed_url, embed_model=args.embed_model))
         embedder: Any = TimedEmbedder(real, embed)
     else:
-        embedder = StandInEmbedder(space, embed)
+        embedder = StandInEmbedder(embed)
     try:
         tenant = await store.tenants.create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
         service = DocumentService(TimedStore(store.documents, db), embedder, AgentSettings())
@@ -92,6 +93,8 @@ async def ingest(args: argparse.Namespace, db_url: str, space: MixtureSpace) -> 
     finally:
         if real is not None:
             await real.aclose()
+        else:
+            embedder.close()
         await store.close()
     all_db = [i for spans in db.values() for i in spans]
     return {
@@ -182,8 +185,13 @@ def _exact(conn: Any, tenant_id: uuid.UUID, q: list[float], metadata: dict[str, 
 
 def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     per_chunk_db = r["db"] / r["chunks"]
-    projected = per_chunk_db / (per_chunk_db + 1 / VLLM_CPU_TEXTS_PER_S)
-    embedder = args.embed_url or "in-process stand-in"
+    embed_s = r["chunks"] / VLLM_CPU_TEXTS_PER_S
+    projected = r["db"] / (r["db"] + embed_s)
+    # The pipeline commits a group while the next is embedded: at a real model's pace every
+    # write but the last hides behind embedding, leaving lookups and the index build exposed.
+    exposed = r["db"] - r["writes"]
+    projected_exposed = exposed / (exposed + embed_s)
+    embedder = args.embed_url or "stand-in (worker process)"
     print(f"\ningestion: {r['docs']} documents, {r['chunks']} chunks, embedder: {embedder}")
     print(f"{'measure':<58}{'value':>14}")
     lines = [
@@ -196,10 +204,9 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         ("database time per 1k chunks (s)", f"{per_chunk_db * 1000:.2f}"),
         ("database share of wall time", f"{r['db'] / r['wall']:.1%}"),
         ("  not overlapped by embedding", f"{r['db_exclusive'] / r['wall']:.1%}"),
-        (
-            f"  projected at {VLLM_CPU_TEXTS_PER_S:.0f} texts/s (vLLM CPU, MiniLM)",
-            f"{projected:.2%}",
-        ),
+        (f"at {VLLM_CPU_TEXTS_PER_S:.0f} texts/s (vLLM CPU, MiniLM), projected:", ""),
+        ("  database busy, share of wall time", f"{projected:.2%}"),
+        ("  database on the critical path (writes overlapped)", f"{projected_exposed:.2%}"),
     ]
     for name, value in lines:
         print(f"{name:<58}{value:>14}")

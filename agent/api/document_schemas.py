@@ -37,11 +37,12 @@ class DocumentCreate(Request):
     """Any JSON object up to 16 KiB, stored with the document and matched by search filters."""
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     """Access tags, matched by search filters (`tag`, `any_tag`)."""
-    key: Annotated[StorableText, Field(min_length=1, max_length=1000)] | None = None
+    key: Annotated[StorableText, Field(min_length=1, max_length=2000)] | None = None
     """The document's identity in your tenant: posting the same key with other content replaces
     the document (a new version, same id). Default: `source`, else the content itself."""
-    source: Annotated[StorableText, Field(min_length=1, max_length=1000)] | None = None
-    """Where the document came from (a URL, a path)."""
+    source: Annotated[StorableText, Field(min_length=1, max_length=2000)] | None = None
+    """Where the document came from (a URL, a path). Keys (and sources used as keys) may take
+    at most 2000 bytes as UTF-8."""
 
 
 class DocumentBatch(Request):

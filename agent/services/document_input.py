@@ -18,7 +18,8 @@ from agent.settings import AgentSettings
 
 MAX_TEXT_CHARS = 5_000_000
 MAX_METADATA_BYTES = 16_384
-MAX_KEY_CHARS = 1000
+MAX_KEY_BYTES = 2000
+"""Keys are unique per tenant through a btree index, whose entries must stay under ~2.7 kB."""
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 FALLBACK_TITLE_CHARS = 80
@@ -105,8 +106,8 @@ def prepare(label: str, given: DocumentInput, settings: AgentSettings) -> Prepar
         raise CallerError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     digest = content_hash(title, text)
     key = given.key or given.source or f"sha256:{digest}"
-    if len(key) > MAX_KEY_CHARS:
-        raise CallerError(f"the document key (or source) is longer than {MAX_KEY_CHARS} characters")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise CallerError(f"the document key (or source) is longer than {MAX_KEY_BYTES} bytes")
     chunks = chunk_document(
         text, max_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens
     )

@@ -11,6 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from agent.domain import SearchFilter, SearchQuery, SearchResult
 from agent.errors import CallerError
@@ -75,3 +76,14 @@ def check_filter(f: SearchFilter) -> SearchFilter:
     if len(json.dumps(f.metadata)) > MAX_FILTER_BYTES:
         raise CallerError(f"the metadata filter is larger than {MAX_FILTER_BYTES} bytes")
     return f
+
+
+def metadata_condition(text: str) -> tuple[str, Any]:
+    """`"field=value"` as a metadata filter entry; the value is JSON when it parses as JSON
+    (`version=3` matches the number 3, `draft=true` the boolean), else the text itself."""
+    name, _, raw = text.partition("=")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from agent.domain import SearchFilter
-from agent.services.search import SearchService
+from agent.services.search import SearchService, metadata_condition
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 
 SNIPPET_CHARS = 600
 
+
+def _condition(text: str) -> str:
+    name, sep, _ = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError('a condition is "field=value", e.g. "owner=hr"')
+    return text
+
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-FieldValue = Annotated[str, StringConstraints(max_length=200)]
+# Plain bounded strings, not an object with free keys: every guided-decoding backend handles
+# them, and the schema stays free of $refs that would not resolve inside the action schema.
+Condition = Annotated[
+    str, StringConstraints(min_length=3, max_length=200), AfterValidator(_condition)
+]
 
 
 class SearchArgs(ToolArguments):
@@ -29,10 +40,10 @@ class SearchArgs(ToolArguments):
     tags: list[Tag] = Field(
         default_factory=list, max_length=4, description="Only documents carrying all these tags."
     )
-    metadata: dict[FieldName, FieldValue] = Field(
-        default_factory=dict,
+    where: list[Condition] = Field(
+        default_factory=list,
         max_length=4,
-        description='Only documents whose metadata has these values, e.g. {"owner": "hr"}.',
+        description='Only documents whose metadata matches, e.g. ["owner=hr"]; all must hold.',
     )
 
 
@@ -47,7 +58,9 @@ class SearchDocuments(Tool[SearchArgs]):
             ctx.tenant_id,
             args.query,
             k=args.k,
-            filter=SearchFilter(tags=tuple(args.tags), metadata=dict(args.metadata)),
+            filter=SearchFilter(
+                tags=tuple(args.tags), metadata=dict(map(metadata_condition, args.where))
+            ),
         )
         plan = found.result.plan
         return ToolResult(

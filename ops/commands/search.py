@@ -12,7 +12,7 @@ import typer
 
 from agent.domain import SearchFilter
 from agent.services.search import SearchMode
-from ops.commands.docs import TenantOption, parse_pairs
+from ops.commands.docs_add import TenantOption, parse_pairs
 from ops.output import JsonFlag, Output, clip
 from ops.runtime import Runtime, with_services
 

@@ -225,7 +225,7 @@ async def test_search_tool_applies_filters_and_records_what_it_retrieved(
     )
     tool = SearchDocuments()
     args = tool.validate(
-        {"query": "travel policy", "k": 5, "tags": ["internal"], "metadata": {"owner": "hr"}}
+        {"query": "travel policy", "k": 5, "tags": ["internal"], "where": ["owner=hr"]}
     )
     assert isinstance(args, SearchArgs)
     result = await tool.run(args, ctx)

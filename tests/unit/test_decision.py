@@ -33,7 +33,7 @@ def test_single_tool_schema_is_the_variant_itself() -> None:
 def test_parse_valid_action_fills_defaults() -> None:
     action = parse_action('{"tool": "search_documents", "arguments": {"query": "leave"}}', TOOLS)
     assert action.tool == "search_documents"
-    assert action.arguments == {"query": "leave", "k": 4, "tags": [], "metadata": {}}
+    assert action.arguments == {"query": "leave", "k": 4, "tags": [], "where": []}
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from agent.errors import CallerError
 from agent.services.document_input import DocumentInput, normalize_tags, prepare
+from agent.services.search import metadata_condition
 from agent.settings import AgentSettings
+from agent.tools.search_documents import SearchArgs
 from datastore.repos.search_plan import PlannerCosts, Strategy, choose_strategy
 from datastore.repos.search_sql import keyword_query
 
@@ -62,10 +65,20 @@ def test_document_input_is_validated_and_keyed() -> None:
     assert prepare("x", DocumentInput("\n\nFirst line\nmore"), settings).title == "First line"
     for bad, message in [
         (DocumentInput("x", title="  "), "title must be 1-300 characters"),
-        (DocumentInput("x", key="k" * 1001), "longer than 1000"),
+        (DocumentInput("x", key="k" * 2001), "longer than 2000 bytes"),
+        (DocumentInput("x", source="é" * 1001), "longer than 2000 bytes"),
         (DocumentInput("x", tags=("t" * 65,)), "tags must be 1-64"),
     ]:
         with pytest.raises(CallerError, match=message):
             prepare("x", bad, settings)
     with pytest.raises(CallerError, match="at most 32 tags"):
         normalize_tags([f"t{i}" for i in range(33)])
+
+
+def test_tool_conditions_read_json_values_else_text() -> None:
+    assert metadata_condition("version=3") == ("version", 3)
+    assert metadata_condition("draft=true") == ("draft", True)
+    assert metadata_condition(" owner =hr") == ("owner", "hr")
+    assert metadata_condition("note=a=b") == ("note", "a=b")
+    with pytest.raises(ValidationError, match="field=value"):
+        SearchArgs.model_validate({"query": "x", "where": ["no condition"]})

@@ -1,8 +1,4 @@
-"""`/v1/documents`: ingest documents (one or a batch), list, read, delete them.
-
-`router` also carries `/v1/search` (`agent.api.routes.search`), so the app factory serves both
-by including this one router.
-"""
+"""`/v1/documents`: ingest documents (one or a batch), list, read, delete them."""
 
 from __future__ import annotations
 
@@ -24,7 +20,6 @@ from agent.api.document_schemas import (
     DocumentOut,
 )
 from agent.api.errors import error_responses
-from agent.api.routes import search
 from agent.services.document_input import DocumentInput
 from agent.services.ingest import PendingDocument
 
@@ -155,4 +150,3 @@ async def delete_document(
 
 router = APIRouter()
 router.include_router(documents)
-router.include_router(search.router)

@@ -27,12 +27,13 @@ TS = sa.DateTime(timezone=True)
 def upgrade() -> None:
     op.add_column("documents", sa.Column("key", sa.Text))
     # Existing rows: the newest document per source keeps the source as its key; any older one
-    # with the same source (the old schema allowed that) is keyed by its content hash, which the
-    # old unique constraint kept unique per tenant.
+    # with the same source (the old schema allowed that), or a source too long for the unique
+    # index, is keyed by its content hash, which the old unique constraint kept unique per tenant.
     op.execute(
         """
         UPDATE documents d SET key = CASE
-            WHEN ranked.source IS NOT NULL AND ranked.n = 1 THEN ranked.source
+            WHEN ranked.source IS NOT NULL AND ranked.n = 1
+                 AND octet_length(ranked.source) <= 2000 THEN ranked.source
             ELSE 'sha256:' || ranked.content_hash END
         FROM (
             SELECT id, source, content_hash,
