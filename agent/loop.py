@@ -29,6 +29,7 @@ from agent.domain import (
     StepStatus,
 )
 from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
+from agent.services.search import MAX_K, MAX_QUERY_CHARS, SearchService
 from agent.settings import AgentSettings
 from agent.tools import Tool, ToolContext
 from serving.errors import ModelOutputError, ModelOverloaded, ServingError
@@ -204,18 +205,20 @@ class RunLoop:
         return step, RunOutcome()
 
     async def _retrieve(self, run: Run, agent: AgentDefinition) -> tuple[list[Passage], str | None]:
+        """The passages shown with the task: the same hybrid search the agent's tool uses, so
+        names, codes and numbers in the task find their documents before the first decision."""
         if agent.retrieval_k == 0:
             return [], None
+        search = SearchService(self._documents, self._models.embedder())
         try:
-            embedded = await self._models.embedder().embed([run.input])
+            found = await search.search(
+                run.tenant_id, run.input[:MAX_QUERY_CHARS], k=min(agent.retrieval_k, MAX_K)
+            )
         except ServingError as exc:
             # The model can still decide (and fail later if it needs search); the step records why
             # it saw no passages.
             return [], exc.code
-        hits = await self._documents.search_chunks(
-            run.tenant_id, embedded.vectors[0], agent.retrieval_k
-        )
-        return [Passage.from_hit(h) for h in hits], None
+        return [Passage.from_hit(h) for h in found.result.hits], None
 
     async def _admitted_chat(
         self, model: ChatModel, conversation: list[Message], schema: JSON

@@ -198,3 +198,25 @@ async def test_hung_model_hits_the_deadline(
         assert final.failure_code == codes.MODEL_TIMEOUT
     finally:
         await services.aclose()
+
+
+async def test_first_step_passages_come_from_hybrid_search(
+    services: Services, scripted_model: ScriptedModelServer
+) -> None:
+    """A product code in the task finds its document before the first decision, even when
+    other documents are nearer in embedding space."""
+    fx = await make_tenant(services, "codes")
+    await services.documents.ingest(
+        fx.tenant.id, title="Catalogue", text="Item NW-4471 ships in blue."
+    )
+    for i in range(12):
+        await services.documents.ingest(
+            fx.tenant.id,
+            title=f"Prices {i}",
+            text=f"What is the price of the item? The price of item {i} is listed monthly.",
+        )
+    scripted_model.enqueue(finish("blue"))
+    final = await run_once(services, fx, "What is the price of the item NW-4471?")
+    steps = await services.runs.steps(final.id, fx.tenant.id)
+    titles = [p["title"] for p in steps[0].context["passages"]]
+    assert "Catalogue" in titles
