@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from agent.domain import SearchFilter
 from agent.services.search import SearchService, metadata_condition
@@ -19,18 +19,15 @@ from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 SNIPPET_CHARS = 600
 
 
-def _condition(text: str) -> str:
-    name, sep, _ = text.partition("=")
-    if not sep or not name.strip():
-        raise ValueError('a condition is "field=value", e.g. "owner=hr"')
-    return text
-
-
+CONDITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}=[^\n]{1,120}$"
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Plain bounded strings, not an object with free keys: every guided-decoding backend handles
 # them, and the schema stays free of $refs that would not resolve inside the action schema.
+# The "field=value" shape is a pattern in the schema itself, not only a validator: guided
+# decoding then cannot produce a condition that validation would reject (schema-valid must
+# mean valid, or a small model burns its retries on answers the engine allowed).
 Condition = Annotated[
-    str, StringConstraints(min_length=3, max_length=200), AfterValidator(_condition)
+    str, StringConstraints(min_length=3, max_length=200, pattern=CONDITION_PATTERN)
 ]
 
 
