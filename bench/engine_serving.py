@@ -163,9 +163,13 @@ async def run(args: argparse.Namespace) -> None:
     registry = bundled_registry(shared, minilm=minilm_dir(env), chat_port=free_port(),
                                 embed_port=free_port())  # fmt: skip
     state = EngineSettings(data_dir=Path(tempfile.mkdtemp(prefix="garrison-bench-")))
-    manager = EngineManager(registry, state, python=env.require())
     gemma = registry.get(GEMMA)
     assert gemma is not None
+    if args.engine_arg:
+        # Try engine settings (e.g. --block-size) without editing the bundled registry.
+        gemma = gemma.model_copy(update={"engine_args": (*gemma.engine_args, *args.engine_arg)})
+        registry = registry.model_copy(update={"deployments": (gemma,)})
+    manager = EngineManager(registry, state, python=env.require())
     manager.start(gemma)
     try:
         print(f"waiting for {gemma.name} (about two minutes on 2 cores) ...", flush=True)
@@ -195,6 +199,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument(
+        "--engine-arg", action="append", default=[], help="extra vLLM argument (repeatable)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

