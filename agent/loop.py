@@ -157,9 +157,10 @@ class RunLoop:
     ) -> tuple[Step, RunOutcome]:
         started = datetime.now(UTC)
         retrieval_error: str | None = None
+        retrieval_tokens = 0
         first = passages is None
         if passages is None:
-            passages, retrieval_error = await self._retrieve(run, agent)
+            passages, retrieval_tokens, retrieval_error = await self._retrieve(run, agent)
         messages = build_messages(
             agent,
             tools,
@@ -172,7 +173,12 @@ class RunLoop:
         if retrieval_error is not None:
             context["retrieval_error"] = retrieval_error
         draft = StepDraft(
-            run_id=run.id, number=run.step_count + 1, started_at=started, context=context
+            run_id=run.id,
+            number=run.step_count + 1,
+            started_at=started,
+            context=context,
+            # The task's embedding is model work too: every token a step spends is on the step.
+            prompt_tokens=retrieval_tokens,
         )
 
         by_name = {t.name: t for t in tools}
@@ -204,11 +210,13 @@ class RunLoop:
             return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer)
         return step, RunOutcome()
 
-    async def _retrieve(self, run: Run, agent: AgentDefinition) -> tuple[list[Passage], str | None]:
+    async def _retrieve(
+        self, run: Run, agent: AgentDefinition
+    ) -> tuple[list[Passage], int, str | None]:
         """The passages shown with the task: the same hybrid search the agent's tool uses, so
         names, codes and numbers in the task find their documents before the first decision."""
         if agent.retrieval_k == 0:
-            return [], None
+            return [], 0, None
         search = SearchService(self._documents, self._models.embedder())
         try:
             found = await search.search(
@@ -217,8 +225,8 @@ class RunLoop:
         except ServingError as exc:
             # The model can still decide (and fail later if it needs search); the step records why
             # it saw no passages.
-            return [], exc.code
-        return [Passage.from_hit(h) for h in found.result.hits], None
+            return [], 0, exc.code
+        return [Passage.from_hit(h) for h in found.result.hits], found.prompt_tokens, None
 
     async def _admitted_chat(
         self, model: ChatModel, conversation: list[Message], schema: JSON

@@ -220,3 +220,15 @@ async def test_first_step_passages_come_from_hybrid_search(
     steps = await services.runs.steps(final.id, fx.tenant.id)
     titles = [p["title"] for p in steps[0].context["passages"]]
     assert "Catalogue" in titles
+
+
+async def test_the_task_embedding_is_counted_on_the_first_step(
+    services: Services, acme: TenantFixture, scripted_model: ScriptedModelServer
+) -> None:
+    await services.documents.ingest(acme.tenant.id, title="Leave", text="30 days of leave.")
+    scripted_model.enqueue(finish("30 days"), prompt_tokens=50, completion_tokens=5)
+    final = await run_once(services, acme, "How many days of leave do I get?")
+    steps = await services.runs.steps(final.id, acme.tenant.id)
+    # 50 chat tokens plus the embedding of the task that retrieved the passages.
+    assert steps[0].prompt_tokens > 50
+    assert final.prompt_tokens == steps[0].prompt_tokens
