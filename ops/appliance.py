@@ -197,3 +197,18 @@ def configure_logging(json_logs: bool) -> None:
     root.setLevel(logging.INFO)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def serving_process(
+    out: Output, host: str, port: int, json_logs: bool
+) -> Iterator[tuple[StopSignals, socket.socket]]:
+    """What `up` and `serve` share before their runtime opens: signal handling, the API port
+    bound first (so a taken port fails before anything starts), logging; the port closed last."""
+    with StopSignals(out).installed() as stop:
+        sock = bind_api_socket(host, port)
+        configure_logging(json_logs)
+        try:
+            yield stop, sock
+        finally:
+            sock.close()

@@ -70,41 +70,37 @@ def up(
     async def main(settings: Settings) -> None:
         # Imported on use: the API stack (FastAPI, uvicorn) adds ~0.3 s to every start, which
         # commands that never serve should not pay.
-        from ops.appliance import StopSignals, bind_api_socket, configure_logging, run_until_stopped
+        from ops.appliance import run_until_stopped, serving_process
         from ops.engines_up import bring_up
 
-        with StopSignals(out).installed() as stop:
-            sock = bind_api_socket(host or settings.api.host, _port(settings, port))
-            configure_logging(json_logs)
-            try:
-                async with (
-                    contextlib.AsyncExitStack() as stack,
-                    open_runtime(settings, schema="upgrade", progress=out.progress) as rt,
-                ):
-                    with out.progress("recording the model registry") as step:
-                        step.detail = _synced(await rt.services.catalog.sync(actor=actor()))
-                    engines = await bring_up(rt.settings, out)
-                    stack.push_async_callback(engines.stop, out)
-                    health = await rt.services.health()
-                    _report_models(out, rt.settings, health)
-                    # A stop asked for during startup is honoured between phases.
-                    seed = None
-                    if not no_demo and not stop.requested.is_set():
-                        seed = await _seed(out, rt, health)
-                    if not stop.requested.is_set():
-                        url = _api_url(sock)
-                        await run_until_stopped(
-                            rt.services,
-                            rt.settings,
-                            rt.url,
-                            stop,
-                            out,
-                            api_socket=sock,
-                            worker=None if no_worker else rt.services.worker(),
-                            on_ready=lambda: _ready(out, rt, url, started, seed, health, no_worker),
-                        )
-            finally:
-                sock.close()
+        host_ = host or settings.api.host
+        with serving_process(out, host_, _port(settings, port), json_logs) as (stop, sock):
+            async with (
+                contextlib.AsyncExitStack() as stack,
+                open_runtime(settings, schema="upgrade", progress=out.progress) as rt,
+            ):
+                with out.progress("recording the model registry") as step:
+                    step.detail = _synced(await rt.services.catalog.sync(actor=actor()))
+                engines = await bring_up(rt.settings, out)
+                stack.push_async_callback(engines.stop, out)
+                health = await rt.services.health()
+                _report_models(out, rt.settings, health)
+                # A stop asked for during startup is honoured between phases.
+                seed = None
+                if not no_demo and not stop.requested.is_set():
+                    seed = await _seed(out, rt, health)
+                if not stop.requested.is_set():
+                    url = _api_url(sock)
+                    await run_until_stopped(
+                        rt.services,
+                        rt.settings,
+                        rt.url,
+                        stop,
+                        out,
+                        api_socket=sock,
+                        worker=None if no_worker else rt.services.worker(),
+                        on_ready=lambda: _ready(out, rt, url, started, seed, health, no_worker),
+                    )
         out.say("stopped")
 
     execute(ctx, out, main)
@@ -124,31 +120,27 @@ def serve(
     async def main(settings: Settings) -> None:
         # Imported on use: the API stack (FastAPI, uvicorn) adds ~0.3 s to every start, which
         # commands that never serve should not pay.
-        from ops.appliance import StopSignals, bind_api_socket, configure_logging, run_until_stopped
+        from ops.appliance import run_until_stopped, serving_process
 
-        with StopSignals(out).installed() as stop:
-            sock = bind_api_socket(host or settings.api.host, _port(settings, port))
-            configure_logging(json_logs)
-            try:
-                async with open_runtime(settings, schema="auto", progress=out.progress) as rt:
-                    if stop.requested.is_set():
-                        out.say("stopped before the API started")
-                        return
-                    url = _api_url(sock)
+        host_ = host or settings.api.host
+        with serving_process(out, host_, _port(settings, port), json_logs) as (stop, sock):
+            async with open_runtime(settings, schema="auto", progress=out.progress) as rt:
+                if stop.requested.is_set():
+                    out.say("stopped before the API started")
+                    return
+                url = _api_url(sock)
 
-                    def ready() -> None:
-                        elapsed = time.perf_counter() - started
-                        out.emit(
-                            {"status": "ready", "api_url": url, "ready_s": round(elapsed, 3)},
-                            lambda: out.line(f"API ready in {elapsed:.1f} s at {url}"),
-                        )
+                def ready() -> None:
+                    elapsed = time.perf_counter() - started
+                    out.emit(
+                        {"status": "ready", "api_url": url, "ready_s": round(elapsed, 3)},
+                        lambda: out.line(f"API ready in {elapsed:.1f} s at {url}"),
+                    )
 
-                    await run_until_stopped(
-                        rt.services, rt.settings, rt.url, stop, out,
-                        api_socket=sock, worker=None, on_ready=ready,
-                    )  # fmt: skip
-            finally:
-                sock.close()
+                await run_until_stopped(
+                    rt.services, rt.settings, rt.url, stop, out,
+                    api_socket=sock, worker=None, on_ready=ready,
+                )  # fmt: skip
         out.say("stopped")
 
     execute(ctx, out, main)
