@@ -20,28 +20,49 @@ JSON = dict[str, Any]
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Parked on a pending human approval; no worker holds it (governed actions)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    PARKED = "parked"
+    """Its worker died on every one of `max_run_attempts` attempts: an operator decides
+    (`garrison runs resume|cancel`)."""
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_EXHAUSTED}
+)
 
 # The one place that says which run transitions are legal. Everything that changes a run's status
-# goes through `check_transition`, so an illegal move is a bug caught at the edge, not a silent
-# overwrite in SQL.
+# goes through `check_transition`, so an illegal move is a bug caught at the edge (a 409 at the
+# API), not a silent overwrite in SQL.
 ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset(
-        {RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+        {
+            RunStatus.RUNNING,  # an expired lease claimed by another worker
+            RunStatus.AWAITING_APPROVAL,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.BUDGET_EXHAUSTED,
+            RunStatus.PARKED,
+        }
     ),
+    RunStatus.AWAITING_APPROVAL: frozenset(
+        {RunStatus.QUEUED, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.PARKED: frozenset({RunStatus.QUEUED, RunStatus.CANCELLED}),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
+    RunStatus.BUDGET_EXHAUSTED: frozenset(),
 }
 
 
@@ -123,6 +144,31 @@ class Run:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    idempotency_key: str | None = None
+    cancel_requested_at: datetime | None = None
+    """Set by a cancel of a running run; the run ends `cancelled` at its next step boundary."""
+    parent_run_id: uuid.UUID | None = None
+    """The run this one was forked from."""
+    forked_from_step: int | None = None
+    """Steps 1..N were copied from the parent; the rest ran live."""
+    deployment: str | None = None
+    """The deployment every decision of this run is pinned to; None routes by the agent's role."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEffect:
+    """A side effect a tool asks for. It is written to the outbox in the step's own transaction
+    and delivered by the dispatcher afterwards, so nothing leaves for a step that never committed.
+    """
+
+    kind: str
+    """`email` or `http`."""
+    payload: JSON
+
+
+def effect_key(run_id: uuid.UUID, step_number: int, call_index: int) -> str:
+    """The idempotency key of a step's n-th side effect: the same on every retry of the step."""
+    return f"{run_id}:{step_number}:{call_index}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from agent.decision import Action, InvalidAction, action_schema, parse_action
 from agent.domain import (
     JSON,
     AgentDefinition,
+    OutboxEffect,
     Run,
     RunOutcome,
     RunStatus,
@@ -90,11 +91,13 @@ class StepDraft:
         )
 
 
-def _failed(
-    draft: StepDraft, code: str, detail: str, action: Action | None = None
-) -> tuple[Step, RunOutcome]:
+TakenStep = tuple[Step, RunOutcome, tuple[OutboxEffect, ...]]
+"""A step ready to commit: the step, its effect on the run, and the side effects it queues."""
+
+
+def _failed(draft: StepDraft, code: str, detail: str, action: Action | None = None) -> TakenStep:
     step = draft.freeze(StepStatus.FAILED, action=action, result={"error": detail}, error_code=code)
-    return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail)
+    return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail), ()
 
 
 class RunLoop:
@@ -135,7 +138,7 @@ class RunLoop:
                     RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
                 )
                 return await self._runs.finish_without_step(run.id, worker_id, outcome)
-            step, outcome = await self.take_step(run, agent, tools, passages, history)
+            step, outcome, effects = await self.take_step(run, agent, tools, passages, history)
             if passages is None:
                 passages = passages_from_record(step.context)
             if outcome.status is None and step.number >= agent.max_steps:
@@ -143,7 +146,7 @@ class RunLoop:
                 outcome = RunOutcome(
                     RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
                 )
-            run = await self._runs.record_step(step, worker_id, outcome)
+            run = await self._runs.record_step(step, worker_id, outcome, effects)
             history.append(step)
         return run
 
@@ -154,7 +157,7 @@ class RunLoop:
         tools: Sequence[Tool[Any]],
         passages: Sequence[Passage] | None,
         history: Sequence[Step],
-    ) -> tuple[Step, RunOutcome]:
+    ) -> TakenStep:
         started = datetime.now(UTC)
         retrieval_error: str | None = None
         retrieval_tokens = 0
@@ -207,8 +210,8 @@ class RunLoop:
         draft.prompt_tokens += result.prompt_tokens
         step = draft.freeze(StepStatus.COMPLETED, action=action, result=result.data)
         if result.final_answer is not None:
-            return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer)
-        return step, RunOutcome()
+            return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer), result.effects
+        return step, RunOutcome(), result.effects
 
     async def _retrieve(
         self, run: Run, agent: AgentDefinition

@@ -21,6 +21,7 @@ from agent.domain import (
     ModelDeploymentRecord,
     ModelSync,
     NewDocument,
+    OutboxEffect,
     Principal,
     Role,
     Run,
@@ -106,8 +107,15 @@ class RunStore(Protocol):
         """Let another worker resume the run at once (graceful stop between steps)."""
         ...
 
-    async def record_step(self, step: Step, worker_id: str, outcome: RunOutcome) -> Run:
-        """Commit a step and its effect on the run in one transaction.
+    async def record_step(
+        self,
+        step: Step,
+        worker_id: str,
+        outcome: RunOutcome,
+        effects: Sequence[OutboxEffect] = (),
+    ) -> Run:
+        """Commit a step, its effect on the run and its side effects' outbox rows in one
+        transaction.
 
         Raises `LeaseLost` when the worker no longer owns the run or the step number is not the
         next one: nothing is written then.

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.domain import JSON
+from agent.domain import JSON, OutboxEffect
 from agent.ports import DocumentStore, Embedder
 
 
@@ -45,6 +45,8 @@ class ToolResult:
     """Set only by `finish`: the run ends successfully with this answer."""
     prompt_tokens: int = 0
     """Model tokens the tool itself spent (the embedding of a search query)."""
+    effects: tuple[OutboxEffect, ...] = ()
+    """Side effects to deliver once the step commits; a tool never performs one itself."""
 
 
 class Tool(ABC, Generic[ArgsT]):

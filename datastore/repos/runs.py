@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, and_, func, insert, or_, select, update
@@ -10,19 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.domain import (
     AgentDefinition,
+    OutboxEffect,
     Run,
     RunOutcome,
     RunStatus,
     Step,
     StepStatus,
     check_transition,
+    effect_key,
 )
 from agent.errors import LeaseLost
 from datastore.errors import translated
-from datastore.schema import RunRow, StepRow
+from datastore.schema import OutboxRow, RunRow, StepRow
 
 RUNS = cast(Table, RunRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
+OUTBOX = cast(Table, OutboxRow.__table__)
 
 
 def _run(row: Row[Any]) -> Run:
@@ -43,6 +47,11 @@ def _run(row: Row[Any]) -> Run:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        idempotency_key=row.idempotency_key,
+        cancel_requested_at=row.cancel_requested_at,
+        parent_run_id=row.parent_run_id,
+        forked_from_step=row.forked_from_step,
+        deployment=row.deployment,
     )
 
 
@@ -203,7 +212,13 @@ class RunRepository:
             )
         return values
 
-    async def record_step(self, step: Step, worker_id: str, outcome: RunOutcome) -> Run:
+    async def record_step(
+        self,
+        step: Step,
+        worker_id: str,
+        outcome: RunOutcome,
+        effects: Sequence[OutboxEffect] = (),
+    ) -> Run:
         # The guard on worker_id and step_count makes the commit conditional on still owning the
         # run and on this being the next step: a worker that lost its lease writes nothing.
         guard = update(RUNS).where(
@@ -242,6 +257,23 @@ class RunRepository:
                     finished_at=step.finished_at,
                 )
             )
+            if effects:
+                # Same transaction as the step: an effect exists exactly when its step does.
+                await conn.execute(
+                    insert(OUTBOX),
+                    [
+                        {
+                            "tenant_id": row.tenant_id,
+                            "run_id": step.run_id,
+                            "step_number": step.number,
+                            "call_index": index,
+                            "idempotency_key": effect_key(step.run_id, step.number, index),
+                            "kind": effect.kind,
+                            "payload": effect.payload,
+                        }
+                        for index, effect in enumerate(effects)
+                    ],
+                )
         return _run(row)
 
     async def finish_without_step(

@@ -4,7 +4,7 @@ from datastore.schema.audit import AuditRow
 from datastore.schema.base import Base
 from datastore.schema.documents import EMBEDDING_DIM, ChunkRow, DocumentRow
 from datastore.schema.models import ModelDeploymentRow
-from datastore.schema.runs import RunRow, StepRow
+from datastore.schema.runs import OutboxRow, RunEventRow, RunRow, StepRow
 from datastore.schema.tenancy import AgentRow, ApiKeyRow, TenantRow
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "ChunkRow",
     "DocumentRow",
     "ModelDeploymentRow",
+    "OutboxRow",
+    "RunEventRow",
     "RunRow",
     "StepRow",
     "TenantRow",
