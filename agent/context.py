@@ -18,8 +18,9 @@ from agent.domain import JSON, AgentDefinition, ChunkHit, Step
 from agent.tools import Tool
 from serving.types import Message
 
-CONTEXT_FORMAT = 1
-"""Bumped whenever the layout changes, so a recorded prompt hash is compared like with like."""
+CONTEXT_FORMAT = 2
+"""Bumped whenever the layout changes, so a recorded prompt hash is compared like with like.
+2: earlier actions and results are rendered with sorted keys."""
 
 PASSAGE_CHARS = 1200
 
@@ -80,7 +81,9 @@ def task_message(task: str, passages: Sequence[Passage]) -> str:
 def result_message(step: Step, limit: int) -> str:
     if step.error_code is not None:
         return f"The {step.tool} call failed: {step.error_code}."
-    body = json.dumps(step.result, ensure_ascii=False, separators=(",", ":"))
+    # Sorted keys: a step read back from Postgres (JSONB reorders keys) must render exactly as
+    # it did live, or a resumed run's prompt, its prefix-cache hits and replay all drift.
+    body = json.dumps(step.result, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     if len(body) > limit:
         body = body[:limit] + " …(truncated)"
     return f"Result of {step.tool}: {body}"
@@ -103,7 +106,8 @@ def build_messages(
         if step.tool is None:
             continue
         action = {"tool": step.tool, "arguments": step.arguments or {}}
-        messages.append({"role": "assistant", "content": json.dumps(action, ensure_ascii=False)})
+        content = json.dumps(action, ensure_ascii=False, sort_keys=True)
+        messages.append({"role": "assistant", "content": content})
         messages.append({"role": "user", "content": result_message(step, result_chars)})
     return messages
 

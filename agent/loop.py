@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class ModelResolver(Protocol):
     def chat_model(self, role: str) -> ChatModel: ...
+    def pinned_chat_model(self, role: str, deployment: str) -> ChatModel:
+        """The one named deployment, for a run pinned to it (no fallback to another)."""
+        ...
+
     def embedder(self) -> Embedder: ...
 
 
@@ -95,6 +99,17 @@ TakenStep = tuple[Step, RunOutcome, tuple[OutboxEffect, ...]]
 """A step ready to commit: the step, its effect on the run, and the side effects it queues."""
 
 
+def past_step_limit(agent: AgentDefinition, steps_taken: int) -> RunOutcome | None:
+    """How a run ends once it has taken every step its agent allows; None while it may go on.
+    Shared with replay, so a changed limit rule shows up as a divergence there."""
+    if steps_taken < agent.max_steps:
+        return None
+    detail = f"the agent did not finish within {agent.max_steps} steps"
+    return RunOutcome(
+        RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
+    )
+
+
 def _failed(draft: StepDraft, code: str, detail: str, action: Action | None = None) -> TakenStep:
     step = draft.freeze(StepStatus.FAILED, action=action, result={"error": detail}, error_code=code)
     return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail), ()
@@ -132,20 +147,14 @@ class RunLoop:
         history = await self._runs.list_steps(run.id, None)
         passages = passages_from_record(history[0].context) if history else None
         while not run.status.terminal and not should_stop():
-            if run.step_count >= agent.max_steps:
-                detail = f"the agent did not finish within {agent.max_steps} steps"
-                outcome = RunOutcome(
-                    RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
-                )
-                return await self._runs.finish_without_step(run.id, worker_id, outcome)
+            limit = past_step_limit(agent, run.step_count)
+            if limit is not None:
+                return await self._runs.finish_without_step(run.id, worker_id, limit)
             step, outcome, effects = await self.take_step(run, agent, tools, passages, history)
             if passages is None:
                 passages = passages_from_record(step.context)
-            if outcome.status is None and step.number >= agent.max_steps:
-                detail = f"the agent did not finish within {agent.max_steps} steps"
-                outcome = RunOutcome(
-                    RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
-                )
+            if outcome.status is None:
+                outcome = past_step_limit(agent, step.number) or outcome
             run = await self._runs.record_step(step, worker_id, outcome, effects)
             history.append(step)
         return run
@@ -186,7 +195,7 @@ class RunLoop:
 
         by_name = {t.name: t for t in tools}
         try:
-            action = await self._decide(agent, messages, by_name, draft)
+            action = await self._decide(agent, messages, by_name, draft, run.deployment)
         except ServingError as exc:
             return _failed(draft, exc.code, exc.message)
         if action is None:
@@ -258,9 +267,17 @@ class RunLoop:
         messages: list[Message],
         tools: Mapping[str, Tool[Any]],
         draft: StepDraft,
+        pinned: str | None = None,
     ) -> Action | None:
-        """Ask for an action until one validates; None when every attempt was invalid."""
-        model = self._models.chat_model(agent.model_role)
+        """Ask for an action until one validates; None when every attempt was invalid.
+
+        `pinned` (the run's `deployment`) sends every call to that deployment instead of routing
+        by the agent's role: a fork onto another model is decided by that model or not at all.
+        """
+        if pinned is None:
+            model = self._models.chat_model(agent.model_role)
+        else:
+            model = self._models.pinned_chat_model(agent.model_role, pinned)
         schema = action_schema(list(tools.values()))
         conversation = list(messages)
         for _ in range(self._settings.max_decision_attempts):

@@ -84,6 +84,21 @@ class Router:
             raise ModelUnavailable("the 'embed' role cannot answer chat requests")
         return RoutedChat(self, role)
 
+    def pinned_chat_model(self, role: str, deployment: str) -> RoutedChat:
+        """The `ChatModel` of one named deployment, for a run pinned to it.
+
+        Calls go through that deployment's lane (retries, breaker, in-flight cap) exactly as
+        routed ones do, but never fall back to another deployment: a pinned run is decided by
+        the model it names or not at all.
+        """
+        lane = self.lanes.get(deployment)
+        if lane is None or lane.deployment.is_embedding:
+            raise ModelUnavailable(
+                f"the run is pinned to deployment {deployment!r}, which is not a chat deployment "
+                "of the active registry (see `garrison models list`)"
+            )
+        return RoutedChat(self, role, pinned=lane)
+
     def embedder(self) -> RoutedEmbedder:
         return RoutedEmbedder(self)
 
@@ -105,10 +120,15 @@ class Router:
             await lane.client.aclose()
 
     async def route(
-        self, role: str, call: Callable[[OpenAICompatibleClient], Awaitable[T]]
+        self,
+        role: str,
+        call: Callable[[OpenAICompatibleClient], Awaitable[T]],
+        *,
+        lanes: Sequence[Lane] | None = None,
     ) -> tuple[T, str]:
-        """Run `call` against the first deployment of `role` that answers; (result, its name)."""
-        chain = self.chain(role)
+        """Run `call` against the first deployment of `role` that answers; (result, its name).
+        `lanes` replaces the role's chain (a pinned deployment)."""
+        chain = self.chain(role) if lanes is None else lanes
         if not chain:
             raise ModelUnavailable(self.unserved(role))
         deadline = asyncio.timeout(self.policy.deadline_s)
@@ -204,11 +224,12 @@ class Router:
 
 
 class RoutedChat:
-    """The `ChatModel` for one role; every call is routed afresh."""
+    """The `ChatModel` for one role (or one pinned deployment); every call is routed afresh."""
 
-    def __init__(self, router: Router, role: str) -> None:
+    def __init__(self, router: Router, role: str, *, pinned: Lane | None = None) -> None:
         self._router = router
         self.role = role
+        self._lanes = None if pinned is None else (pinned,)
 
     async def chat(
         self,
@@ -228,6 +249,7 @@ class RoutedChat:
                 max_tokens=max_tokens,
                 temperature=temperature,
             ),
+            lanes=self._lanes,
         )
         return replace(result, deployment=name)
 
