@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from agent import codes
 from agent.errors import IllegalTransition
 
 JSON = dict[str, Any]
@@ -202,6 +203,16 @@ class RunOutcome:
     output: str | None = None
     failure_code: str | None = None
     failure_detail: str | None = None
+
+    @classmethod
+    def cancelled(cls, detail: str) -> RunOutcome:
+        """How a cancel ends a run, whoever applies it (the API, a claim, a step commit)."""
+        return cls(RunStatus.CANCELLED, failure_code=codes.CANCELLED, failure_detail=detail)
+
+    @classmethod
+    def parked(cls, detail: str) -> RunOutcome:
+        """How a run whose worker keeps dying is set aside for an operator."""
+        return cls(RunStatus.PARKED, failure_code=codes.WORKER_LOST, failure_detail=detail)
 
 
 @dataclass(frozen=True, slots=True)

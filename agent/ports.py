@@ -96,8 +96,33 @@ class RunStore(Protocol):
         self, tenant_id: uuid.UUID | None, status: RunStatus | None, limit: int
     ) -> list[Run]: ...
     async def list_steps(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> list[Step]: ...
-    async def claim_next(self, worker_id: str, lease_seconds: float) -> Run | None:
-        """Take one claimable run (queued, or running with an expired lease) and lease it."""
+    async def insert_keyed_run(
+        self,
+        tenant_id: uuid.UUID,
+        agent: AgentDefinition,
+        input: str,
+        api_key_id: uuid.UUID | None,
+        idempotency_key: str,
+        request_hash: str,
+    ) -> Run | None:
+        """Queue a run under an idempotency key; None (nothing written) if the tenant already
+        has a run with that key. Race-safe: concurrent inserts of one key leave one run."""
+        ...
+
+    async def get_keyed_run(
+        self, tenant_id: uuid.UUID, idempotency_key: str
+    ) -> tuple[Run, str | None] | None:
+        """The tenant's run holding this key, with the request hash stored beside it."""
+        ...
+
+    async def claim_next(
+        self, worker_id: str, lease_seconds: float, max_attempts: int | None = None
+    ) -> Run | None:
+        """Take one claimable run (queued, or running with an expired lease) and lease it.
+
+        The run comes back without a lease, not running, when the claim ends it instead: a
+        cancel was requested (`cancelled`), or its workers died `max_attempts` times (`parked`).
+        """
         ...
 
     async def renew_lease(
@@ -126,6 +151,17 @@ class RunStore(Protocol):
         self, run_id: uuid.UUID, worker_id: str, outcome: RunOutcome
     ) -> Run:
         """End a run for a reason found before any step could run (its agent was deleted)."""
+        ...
+
+    async def cancel_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        """Cancel now if no worker drives the run, else request it for the next step boundary.
+
+        None if there is no such run; `IllegalTransition` if it already ended.
+        """
+        ...
+
+    async def resume_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        """Queue a parked run again with its attempts reset; `IllegalTransition` otherwise."""
         ...
 
 

@@ -20,6 +20,9 @@ class AgentSettings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=1000)
     lease_seconds: float = Field(default=30.0, gt=1)
     poll_interval_s: float = Field(default=0.2, gt=0)
+    max_run_attempts: int = Field(default=3, ge=1, le=1000)
+    """Claims a run may use up with its worker dying mid-run before it is parked for an operator
+    (`garrison runs resume|cancel`) instead of being claimed again."""
     default_max_steps: int = Field(default=8, ge=1, le=200)
     default_retrieval_k: int = Field(default=4, ge=0, le=50)
     chunk_tokens: int = Field(default=200, ge=32, le=8192)

@@ -4,6 +4,10 @@ Any number of workers on any number of hosts share one database; `FOR UPDATE SKI
 claim keeps them from blocking each other, and a lease (renewed by a heartbeat) hands a dead
 worker's run to another. On stop, a worker finishes the step in progress, releases its leases
 so another worker can resume those runs at once, and returns.
+
+A claim does not always hand over a run to drive: one with a cancel requested ends `cancelled`,
+and one whose workers died `max_run_attempts` times is `parked`. The worker only logs those and
+claims again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import socket
 import uuid
 
-from agent.domain import Run
+from agent.domain import Run, RunStatus
 from agent.errors import LeaseLost
 from agent.loop import RunLoop
 from agent.ports import RunStore
@@ -52,11 +56,17 @@ class Worker:
         in_flight: set[asyncio.Task[None]] = set()
         while not self._stop.is_set():
             await slots.acquire()
+            if self._stop.is_set():  # stopped while every slot was busy: claim nothing more
+                slots.release()
+                break
             run = await self._claim()
             if run is None:
                 slots.release()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval_s)
+                continue
+            if run.status != RunStatus.RUNNING:  # ended by the claim itself; look for another
+                slots.release()
                 continue
             task = asyncio.create_task(self._drive(run))
             in_flight.add(task)
@@ -69,16 +79,23 @@ class Worker:
         """Drive claimable runs one after another until none is left (tests, batch jobs)."""
         done = 0
         while (run := await self._claim()) is not None:
-            await self._drive(run)
-            done += 1
+            if run.status == RunStatus.RUNNING:
+                await self._drive(run)
+                done += 1
         return done
 
     async def _claim(self) -> Run | None:
+        settings = self._settings
         try:
-            return await self._runs.claim_next(self.worker_id, self._settings.lease_seconds)
+            run = await self._runs.claim_next(
+                self.worker_id, settings.lease_seconds, settings.max_run_attempts
+            )
         except Exception as exc:  # the database being down must not kill the worker
             log.warning("worker %s could not claim a run: %s", self.worker_id, exc)
             return None
+        if run is not None and run.status != RunStatus.RUNNING:
+            log.warning("run %s %s instead of resumed: %s", run.id, run.status, run.failure_detail)
+        return run
 
     async def _drive(self, run: Run) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(run))

@@ -108,8 +108,13 @@ class RunLinks(Model):
 class RunSummary(Model):
     id: uuid.UUID
     status: RunStatus
+    """`queued`, `running`, `awaiting_approval` and `parked` may still change; `succeeded`,
+    `failed`, `cancelled` and `budget_exhausted` are final. `parked`: its workers kept dying;
+    an operator resumes or cancels it."""
     agent: str
     created_at: datetime
+    idempotency_key: str | None = None
+    """The `Idempotency-Key` the run was submitted with, if any."""
     links: RunLinks
 
     @classmethod
@@ -119,6 +124,7 @@ class RunSummary(Model):
             status=run.status,
             agent=run.agent_name,
             created_at=run.created_at,
+            idempotency_key=run.idempotency_key,
             links=RunLinks.for_run(run.id),
         )
 
@@ -137,10 +143,22 @@ class RunDetail(RunSummary):
     input: str
     output: str | None
     failure: RunFailure | None
+    """Why the run did not succeed (`cancelled`, `worker_lost` when parked, ...), else null."""
     step_count: int
+    attempts: int
+    """Times a worker claimed the run without handing it back cleanly; `parked` past the
+    appliance's limit."""
     usage: Usage
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    """When a cancel was asked for; a running run ends `cancelled` after its current step."""
+    parent_run_id: uuid.UUID | None
+    """The run this one was forked from."""
+    forked_from_step: int | None
+    """Steps 1..N were copied from the parent run; the rest ran live."""
+    deployment: str | None
+    """The model deployment every decision of this run is pinned to; null routes by role."""
 
     @classmethod
     def from_domain(cls, run: Run) -> RunDetail:
@@ -152,14 +170,20 @@ class RunDetail(RunSummary):
             status=run.status,
             agent=run.agent_name,
             created_at=run.created_at,
+            idempotency_key=run.idempotency_key,
             links=RunLinks.for_run(run.id),
             input=run.input,
             output=run.output,
             failure=failure,
             step_count=run.step_count,
+            attempts=run.attempts,
             usage=Usage(prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens),
             started_at=run.started_at,
             finished_at=run.finished_at,
+            cancel_requested_at=run.cancel_requested_at,
+            parent_run_id=run.parent_run_id,
+            forked_from_step=run.forked_from_step,
+            deployment=run.deployment,
         )
 
 

@@ -1,14 +1,62 @@
-"""Submitting runs and reading them back, always inside the caller's tenant."""
+"""Submitting runs, reading them back and steering their lifecycle, always inside a tenant.
+
+Submission may carry an idempotency key: the same key with the same request returns the run it
+created the first time, with other content it is a conflict. Cancel and resume are operator
+actions on the ledger; which transitions they may make is decided by `agent.domain`, and the
+store applies them under a row lock so they are safe to race with workers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import time
 import uuid
+from dataclasses import dataclass
 
 from agent.domain import Principal, Run, RunStatus, Step
-from agent.errors import CallerError, NotFound
+from agent.errors import CallerError, Conflict, NotFound
 from agent.ports import AgentStore, RunStore
 
 MAX_INPUT_CHARS = 20_000
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+SETTLED_STATUSES = frozenset({RunStatus.PARKED, RunStatus.AWAITING_APPROVAL})
+"""Not terminal, but nothing more happens to the run until a person acts on it."""
+
+
+class InvalidIdempotencyKey(CallerError):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The key already named a run submitted with a different agent or input."""
+
+    code = "idempotency_key_reused"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    run: Run
+    replayed: bool
+    """True when the idempotency key had already created this run: nothing new was queued."""
+
+
+def check_idempotency_key(key: str) -> str:
+    """1..200 printable ASCII characters, not all blank (it travels in an HTTP header)."""
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.strip():
+        raise InvalidIdempotencyKey(
+            f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        )
+    if not all(" " <= ch <= "~" for ch in key):
+        raise InvalidIdempotencyKey("an idempotency key must be printable ASCII characters")
+    return key
+
+
+def request_hash(agent_name: str, input: str) -> str:
+    """What a replay must match: the sha256 of the agent and input, canonically encoded."""
+    canonical = json.dumps({"agent": agent_name, "input": input}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class RunService:
@@ -16,15 +64,62 @@ class RunService:
         self._agents = agents
         self._runs = runs
 
-    async def submit(self, principal: Principal, agent_name: str, input: str) -> Run:
+    async def submit(
+        self,
+        principal: Principal,
+        agent_name: str,
+        input: str,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        submission = await self.request(
+            principal.tenant_id,
+            agent_name,
+            input,
+            idempotency_key=idempotency_key,
+            api_key_id=principal.key_id,
+        )
+        return submission.run
+
+    async def request(
+        self,
+        tenant_id: uuid.UUID,
+        agent_name: str,
+        input: str,
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
+    ) -> Submission:
+        """Queue a run of the tenant's agent, or return the one this idempotency key made."""
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         if not input.strip():
             raise CallerError("input must not be empty")
         if len(input) > MAX_INPUT_CHARS:
             raise CallerError(f"input is longer than {MAX_INPUT_CHARS} characters")
-        agent = await self._agents.get_agent(principal.tenant_id, agent_name)
+        agent = await self._agents.get_agent(tenant_id, agent_name)
         if agent is None:
             raise NotFound(f"agent {agent_name!r} not found")
-        return await self._runs.create_run(principal.tenant_id, agent, input, principal.key_id)
+        if idempotency_key is None:
+            return Submission(
+                await self._runs.create_run(tenant_id, agent, input, api_key_id), False
+            )
+        digest = request_hash(agent.name, input)
+        created = await self._runs.insert_keyed_run(
+            tenant_id, agent, input, api_key_id, idempotency_key, digest
+        )
+        if created is not None:
+            return Submission(created, False)
+        # The insert waited for any concurrent holder of the key to commit, so the run is there.
+        existing = await self._runs.get_keyed_run(tenant_id, idempotency_key)
+        if existing is None:  # runs are never deleted; only a broken store gets here
+            raise RuntimeError(f"idempotency key {idempotency_key!r} is taken but holds no run")
+        run, stored_hash = existing
+        if stored_hash != digest:
+            raise IdempotencyKeyReused(
+                "this idempotency key was already used for a different request "
+                f"(run {run.id}); use a new key for a new request"
+            )
+        return Submission(run, True)
 
     async def get(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run:
         run = await self._runs.get_run(run_id, tenant_id)
@@ -42,3 +137,36 @@ class RunService:
         if not 1 <= limit <= 1000:
             raise CallerError("limit must be between 1 and 1000")
         return await self._runs.list_runs(tenant_id, status, limit)
+
+    async def cancel(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run:
+        """Cancel a run: at once unless a worker is driving it, else at its next step boundary
+        (the run comes back `running` with `cancel_requested_at` set)."""
+        run = await self._runs.cancel_run(run_id, tenant_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        return run
+
+    async def resume(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run:
+        """Queue a parked run again; it continues from its last committed step."""
+        run = await self._runs.resume_run(run_id, tenant_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        return run
+
+    async def wait(
+        self,
+        run_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        timeout_s: float,
+        poll_s: float = 0.2,
+    ) -> Run | None:
+        """The run once it ended or waits for a person (parked, awaiting approval); None if it
+        is still going after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = await self.get(run_id, tenant_id)
+            if run.status.terminal or run.status in SETTLED_STATUSES:
+                return run
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))

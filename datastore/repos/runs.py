@@ -1,4 +1,10 @@
-"""The run ledger. The runs table is also the work queue that workers claim from."""
+"""The run ledger. The runs table is also the work queue that workers claim from.
+
+Every status this module writes is first allowed by `agent.domain.check_transition`; where a
+status is chosen inside SQL (a claim that parks or cancels instead of driving, a step that ends a
+cancelled run), each branch of the CASE is checked when the statement is built. Row locks and
+guarded UPDATEs, not application locks, make cancel, claim and step commit safe to race.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,23 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import (
+    Row,
+    Table,
+    Text,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from agent.domain import (
     AgentDefinition,
@@ -20,7 +41,7 @@ from agent.domain import (
     check_transition,
     effect_key,
 )
-from agent.errors import LeaseLost
+from agent.errors import IllegalTransition, LeaseLost
 from datastore.errors import translated
 from datastore.schema import OutboxRow, RunRow, StepRow
 
@@ -79,6 +100,32 @@ def _lease_until(seconds: float) -> Any:
     return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
+def _new_run(
+    tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "tenant_id": tenant_id,
+        "agent_id": agent.id,
+        "agent_name": agent.name,
+        "api_key_id": api_key_id,
+        "input": input,
+        "status": RunStatus.QUEUED.value,
+        "step_count": 0,
+        "attempts": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
+
+
+def _moves(target: RunStatus, *sources: RunStatus) -> str:
+    """`target`'s stored value, once every source may move to it: a status picked by a CASE in
+    SQL is still one the transition table allows."""
+    for source in sources:
+        check_transition(source, target)
+    return target.value
+
+
 class RunRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -86,25 +133,47 @@ class RunRepository:
     async def create_run(
         self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
     ) -> Run:
+        stmt = insert(RUNS).values(_new_run(tenant_id, agent, input, api_key_id)).returning(*RUNS.c)
+        async with translated(), self._engine.begin() as conn:
+            return _run((await conn.execute(stmt)).one())
+
+    async def insert_keyed_run(
+        self,
+        tenant_id: uuid.UUID,
+        agent: AgentDefinition,
+        input: str,
+        api_key_id: uuid.UUID | None,
+        idempotency_key: str,
+        request_hash: str,
+    ) -> Run | None:
+        # ON CONFLICT on the partial unique index: a concurrent insert of the same key waits for
+        # the other transaction and then does nothing, so exactly one run ever holds a key.
         stmt = (
-            insert(RUNS)
+            pg_insert(RUNS)
             .values(
-                id=uuid.uuid4(),
-                tenant_id=tenant_id,
-                agent_id=agent.id,
-                agent_name=agent.name,
-                api_key_id=api_key_id,
-                input=input,
-                status=RunStatus.QUEUED.value,
-                step_count=0,
-                attempts=0,
-                prompt_tokens=0,
-                completion_tokens=0,
+                **_new_run(tenant_id, agent, input, api_key_id),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[RUNS.c.tenant_id, RUNS.c.idempotency_key],
+                index_where=RUNS.c.idempotency_key.is_not(None),
             )
             .returning(*RUNS.c)
         )
         async with translated(), self._engine.begin() as conn:
-            return _run((await conn.execute(stmt)).one())
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _run(row)
+
+    async def get_keyed_run(
+        self, tenant_id: uuid.UUID, idempotency_key: str
+    ) -> tuple[Run, str | None] | None:
+        stmt = select(RUNS).where(
+            RUNS.c.tenant_id == tenant_id, RUNS.c.idempotency_key == idempotency_key
+        )
+        async with translated(), self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else (_run(row), row.request_hash)
 
     async def get_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
         stmt = select(RUNS).where(RUNS.c.id == run_id)
@@ -134,7 +203,9 @@ class RunRepository:
             rows = (await conn.execute(stmt)).all()
         return [_step(r) for r in rows]
 
-    async def claim_next(self, worker_id: str, lease_seconds: float) -> Run | None:
+    async def claim_next(
+        self, worker_id: str, lease_seconds: float, max_attempts: int | None = None
+    ) -> Run | None:
         # SKIP LOCKED lets any number of workers poll the same table without blocking each other;
         # a running run whose lease expired belongs to a dead worker and is claimable again.
         candidate = (
@@ -153,15 +224,42 @@ class RunRepository:
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
+        # The claimed run is not always driven: a cancel requested while it was running ends it
+        # here, and a run whose workers died on every allowed attempt is parked (a poison run
+        # must not take down worker after worker). Either comes back without a lease.
+        cancel = RUNS.c.cancel_requested_at.is_not(None)
+        park: ColumnElement[bool] = false()
+        if max_attempts is not None:
+            park = and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.attempts >= max_attempts)
+        ends = or_(cancel, park)
+        queued, running = RunStatus.QUEUED, RunStatus.RUNNING
+        cancelled = RunOutcome.cancelled("cancelled before its next step")
+        lost = RunOutcome.parked("its worker was lost on each of {n} attempts")
+        lost_detail = func.replace(lost.failure_detail, "{n}", RUNS.c.attempts.cast(Text))
         stmt = (
             update(RUNS)
             .where(RUNS.c.id == candidate)
             .values(
-                status=RunStatus.RUNNING.value,
-                worker_id=worker_id,
-                lease_expires_at=_lease_until(lease_seconds),
-                attempts=RUNS.c.attempts + 1,
+                status=case(
+                    (cancel, _moves(RunStatus.CANCELLED, queued, running)),
+                    (park, _moves(RunStatus.PARKED, running)),
+                    else_=_moves(running, queued, running),
+                ),
+                worker_id=case((ends, null()), else_=worker_id),
+                lease_expires_at=case((ends, null()), else_=_lease_until(lease_seconds)),
+                attempts=case((ends, RUNS.c.attempts), else_=RUNS.c.attempts + 1),
                 started_at=func.coalesce(RUNS.c.started_at, func.now()),
+                finished_at=case((cancel, func.now()), else_=RUNS.c.finished_at),
+                failure_code=case(
+                    (cancel, cancelled.failure_code),
+                    (park, lost.failure_code),
+                    else_=RUNS.c.failure_code,
+                ),
+                failure_detail=case(
+                    (cancel, cancelled.failure_detail),
+                    (park, lost_detail),
+                    else_=RUNS.c.failure_detail,
+                ),
             )
             .returning(*RUNS.c)
         )
@@ -184,6 +282,8 @@ class RunRepository:
             return (await conn.execute(stmt)).first() is not None
 
     async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
+        # A clean hand-over is not a lost worker: the claim is given back, so rolling restarts
+        # never push a healthy run towards `max_run_attempts` and parking.
         stmt = (
             update(RUNS)
             .where(
@@ -191,15 +291,17 @@ class RunRepository:
                 RUNS.c.worker_id == worker_id,
                 RUNS.c.status == RunStatus.RUNNING.value,
             )
-            .values(lease_expires_at=func.now())
+            .values(lease_expires_at=func.now(), attempts=func.greatest(RUNS.c.attempts - 1, 0))
         )
         async with translated(), self._engine.begin() as conn:
             await conn.execute(stmt)
 
-    def _outcome_values(self, outcome: RunOutcome) -> dict[str, Any]:
+    def _outcome_values(
+        self, outcome: RunOutcome, current: RunStatus = RunStatus.RUNNING
+    ) -> dict[str, Any]:
         if outcome.status is None:
             return {}
-        check_transition(RunStatus.RUNNING, outcome.status)
+        check_transition(current, outcome.status)
         values: dict[str, Any] = {"status": outcome.status.value}
         if outcome.status.terminal:
             values.update(
@@ -231,7 +333,7 @@ class RunRepository:
             step_count=step.number,
             prompt_tokens=RUNS.c.prompt_tokens + step.prompt_tokens,
             completion_tokens=RUNS.c.completion_tokens + step.completion_tokens,
-            **self._outcome_values(outcome),
+            **self._step_outcome_values(step, outcome),
         ).returning(*RUNS.c)
         async with translated(), self._engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
@@ -275,6 +377,85 @@ class RunRepository:
                     ],
                 )
         return _run(row)
+
+    def _step_outcome_values(self, step: Step, outcome: RunOutcome) -> dict[str, Any]:
+        """The step's effect on the run, unless a cancel was requested: then the step still
+        commits and the run ends `cancelled` with it.
+
+        Decided by a CASE on `cancel_requested_at` inside the guarded UPDATE itself, so a cancel
+        committed while the step was in flight is seen (Postgres re-reads the locked row) and
+        can never be lost between a read and a write. A step that ends the run anyway
+        (`succeeded`, `failed`) keeps its own outcome: the work it reports did happen.
+        """
+        values = self._outcome_values(outcome)
+        if outcome.status is not None and outcome.status.terminal:
+            return values
+        detail = f"cancelled; it stopped after step {step.number}"
+        cancelled = self._outcome_values(RunOutcome.cancelled(detail))
+        requested = RUNS.c.cancel_requested_at.is_not(None)
+        return {
+            key: case(
+                (requested, cancelled.get(key, RUNS.c[key])), else_=values.get(key, RUNS.c[key])
+            )
+            for key in cancelled.keys() | values.keys()
+        }
+
+    async def cancel_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        async with translated(), self._engine.begin() as conn:
+            row = await self._lock(conn, run_id, tenant_id)
+            if row is None:
+                return None
+            current = RunStatus(row.status)
+            check_transition(current, RunStatus.CANCELLED)
+            stmt = update(RUNS).where(RUNS.c.id == run_id)
+            requested_at = func.coalesce(RUNS.c.cancel_requested_at, func.now())
+            if current == RunStatus.RUNNING and row.leased:
+                # A worker may be mid-step: it commits that step and ends the run there
+                # (`record_step`). The row lock held here orders this against its commit.
+                stmt = stmt.values(cancel_requested_at=requested_at)
+            else:
+                # Nobody is driving it (queued, parked, awaiting approval, or a running run
+                # whose worker is gone): it ends now.
+                outcome = RunOutcome.cancelled(f"cancelled while {current.value.replace('_', ' ')}")
+                stmt = stmt.values(
+                    cancel_requested_at=requested_at,
+                    **self._outcome_values(outcome, current),
+                )
+            return _run((await conn.execute(stmt.returning(*RUNS.c))).one())
+
+    async def resume_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        async with translated(), self._engine.begin() as conn:
+            row = await self._lock(conn, run_id, tenant_id)
+            if row is None:
+                return None
+            current = RunStatus(row.status)
+            # Only parking is resumed by an operator; approval has its own way back to the queue.
+            if current != RunStatus.PARKED:
+                raise IllegalTransition(f"only a parked run can be resumed; this one is {current}")
+            stmt = (
+                update(RUNS)
+                .where(RUNS.c.id == run_id)
+                .values(
+                    status=_moves(RunStatus.QUEUED, current),
+                    attempts=0,
+                    failure_code=None,
+                    failure_detail=None,
+                    worker_id=None,
+                    lease_expires_at=None,
+                )
+                .returning(*RUNS.c)
+            )
+            return _run((await conn.execute(stmt)).one())
+
+    async def _lock(
+        self, conn: AsyncConnection, run_id: uuid.UUID, tenant_id: uuid.UUID | None
+    ) -> Row[Any] | None:
+        """The run's row, locked until the transaction ends, and whether a live lease holds it."""
+        leased = func.coalesce(RUNS.c.lease_expires_at > func.now(), False).label("leased")
+        stmt = select(RUNS.c.status, leased).where(RUNS.c.id == run_id).with_for_update()
+        if tenant_id is not None:
+            stmt = stmt.where(RUNS.c.tenant_id == tenant_id)
+        return (await conn.execute(stmt)).first()
 
     async def finish_without_step(
         self, run_id: uuid.UUID, worker_id: str, outcome: RunOutcome

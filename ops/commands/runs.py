@@ -1,8 +1,9 @@
-"""`garrison runs list|show`: what runs did, step by step, across every tenant.
+"""`garrison runs list|show|submit|cancel|resume`: runs across every tenant, and their lifecycle.
 
 `show` is the operator's view of a run: what the model was shown, what it answered on every
 attempt, what the code made of it, and what the tool returned. Humans get a condensed page with
-long values clipped; `--json` gives every recorded field in full.
+long values clipped; `--json` gives every recorded field in full. `submit`, `cancel` and
+`resume` go through the same service as the API, so they obey the same transitions.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Annotated, Any
 import typer
 
 from agent.domain import Run, RunStatus, Step
+from ops.errors import INFRASTRUCTURE, CliError
 from ops.output import JsonFlag, Output, clip, when
 from ops.runtime import Runtime, with_services
 
-app = typer.Typer(help="Runs: list them, and inspect one step by step.")
+app = typer.Typer(help="Runs: submit, list, inspect step by step, cancel, resume.")
+
+RunIdArg = Annotated[uuid.UUID, typer.Argument(help="The run's id, as POST /v1/runs returned it.")]
 
 RESULT_CHARS = 300
 """How much of a tool result or model answer a person sees per line; --json has it all."""
@@ -63,13 +67,7 @@ def list_(
 
 
 @app.command("show")
-def show(
-    ctx: typer.Context,
-    run_id: Annotated[
-        uuid.UUID, typer.Argument(help="The run's id, as POST /v1/runs returned it.")
-    ],
-    json_out: JsonFlag = False,
-) -> None:
+def show(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> None:
     """Show a run and every step it took."""
     out = Output(json_out)
 
@@ -85,6 +83,104 @@ def show(
                 _print_step(out, step)
 
         out.emit({"run": _run(run), "steps": steps}, human)
+
+    with_services(ctx, out, body)
+
+
+@app.command("submit")
+def submit(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(metavar="INPUT", help="The task, in plain language.")],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="The tenant it runs for.")],
+    agent: Annotated[str, typer.Option("--agent", "-a", help="The tenant's agent to run.")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            "-k",
+            help="Submitting again with this key returns the same run instead of a new one.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            "-w",
+            help="Wait until the run ends or needs an operator; exit 1 unless it succeeded.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds --wait waits at most.")
+    ] = 300.0,
+    json_out: JsonFlag = False,
+) -> None:
+    """Queue a run of an agent; a worker (`garrison worker` or `up`) drives it."""
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        svc = rt.services
+        tenant_id = (await svc.tenancy.require_tenant(tenant)).id
+        submission = await svc.runs.request(tenant_id, agent, task, idempotency_key=idempotency_key)
+        run = submission.run
+        if submission.replayed:
+            note = f"run {run.id} was already submitted with this idempotency key"
+        else:
+            note = f"run {run.id} queued"
+        if wait:
+            # On stderr: stdout carries only the result, and nothing when the wait fails.
+            typer.echo(f"{note}; waiting for it to end (at most {timeout:g} s)", err=True)
+            settled = await svc.runs.wait(run.id, None, timeout)
+            if settled is None:
+                raise CliError(
+                    "wait_timeout",
+                    f"run {run.id} is still {(await svc.runs.get(run.id, None)).status} after "
+                    f"{timeout:g} s; is a worker running? (`garrison runs show {run.id}`)",
+                    INFRASTRUCTURE,
+                )
+            run = settled
+
+        def human() -> None:
+            if not wait:
+                out.line(note)
+            _print_run(out, run)
+
+        out.emit({"run": _run(run), "replayed": submission.replayed}, human)
+        if wait and run.status != RunStatus.SUCCEEDED:
+            raise typer.Exit(1)
+
+    with_services(ctx, out, body)
+
+
+@app.command("cancel")
+def cancel(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> None:
+    """Cancel a run. A running run stops after the step in progress; its steps are kept."""
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        run = await rt.services.runs.cancel(run_id, None)
+
+        def human() -> None:
+            if run.status == RunStatus.CANCELLED:
+                out.line(f"run {run.id} cancelled after {run.step_count} step(s)")
+            else:
+                out.line(f"run {run.id}: cancel requested; it stops after the step in progress")
+
+        out.emit({"run": _run(run)}, human)
+
+    with_services(ctx, out, body)
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> None:
+    """Queue a parked run again; it continues from its last committed step."""
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        run = await rt.services.runs.resume(run_id, None)
+        out.emit(
+            {"run": _run(run)},
+            lambda: out.line(f"run {run.id} queued again; it resumes after step {run.step_count}"),
+        )
 
     with_services(ctx, out, body)
 
@@ -106,6 +202,11 @@ def _run(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "cancel_requested_at": run.cancel_requested_at,
+        "idempotency_key": run.idempotency_key,
+        "parent_run_id": run.parent_run_id,
+        "forked_from_step": run.forked_from_step,
+        "deployment": run.deployment,
     }
 
 
@@ -118,11 +219,19 @@ def _print_run(out: Output, run: Run) -> None:
         pairs.append(("failure", f"{run.failure_code}: {run.failure_detail or ''}".rstrip(": ")))
     pairs += [
         ("tokens", f"{run.prompt_tokens} prompt + {run.completion_tokens} completion"),
-        ("steps", f"{run.step_count} (claimed {run.attempts} time(s))"),
+        ("steps", f"{run.step_count} in {run.attempts} attempt(s)"),
         ("created", when(run.created_at)),
         ("started", _at(run.started_at, run.created_at, "queued")),
         ("finished", _at(run.finished_at, run.started_at, "ran")),
     ]
+    if run.cancel_requested_at is not None:
+        pairs.append(("cancel", f"requested {when(run.cancel_requested_at)}"))
+    if run.idempotency_key is not None:
+        pairs.append(("key", run.idempotency_key))
+    if run.parent_run_id is not None:
+        pairs.append(("forked", f"from run {run.parent_run_id} at step {run.forked_from_step}"))
+    if run.deployment is not None:
+        pairs.append(("deployment", run.deployment))
     out.fields(pairs)
 
 
