@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.events import EventHub, EventSettings, EventStream
 from agent.loop import RunLoop
 from agent.services.documents import DocumentService
 from agent.services.keys import KeyService
@@ -46,6 +47,7 @@ class Settings(BaseModel):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Services:
     runs: RunService = field(init=False)
     documents: DocumentService = field(init=False)
     catalog: ModelCatalog = field(init=False)
+    events: EventStream = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.store
@@ -75,6 +78,7 @@ class Services:
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
         self.catalog = ModelCatalog(s.models, self.models.registry)
+        self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
 
     def run_loop(self) -> RunLoop:
         return RunLoop(
@@ -124,6 +128,7 @@ class Services:
         return ComponentHealth(component, False, "; ".join(f"{h.name}: {h.detail}" for h in chain))
 
     async def aclose(self) -> None:
+        await self.events.aclose()
         await self.models.aclose()
         await self.store.close()
 

@@ -18,6 +18,7 @@ from datastore.engine import create_async
 from datastore.errors import translated
 from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
+from datastore.repos.events import EventRepository
 from datastore.repos.models import ModelDeploymentRepository
 from datastore.repos.runs import RunRepository
 from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
@@ -35,6 +36,7 @@ class Datastore:
     documents: DocumentRepository = field(init=False)
     audit: AuditRepository = field(init=False)
     models: ModelDeploymentRepository = field(init=False)
+    events: EventRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantRepository(self.engine)
@@ -44,6 +46,7 @@ class Datastore:
         self.documents = DocumentRepository(self.engine)
         self.audit = AuditRepository(self.engine)
         self.models = ModelDeploymentRepository(self.engine)
+        self.events = EventRepository(self.engine)
 
     async def ping(self) -> None:
         async with translated(), self.engine.connect() as conn:

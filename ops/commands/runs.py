@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.domain import Run, RunStatus, Step
+from ops.commands.runs_watch import watch
 from ops.errors import INFRASTRUCTURE, CliError
 from ops.output import JsonFlag, Output, clip, when
 from ops.runtime import Runtime, with_services
@@ -282,3 +283,6 @@ def _attempt(attempt: dict[str, Any]) -> str:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+app.command("watch")(watch)
