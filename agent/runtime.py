@@ -16,13 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.events import EventHub, EventSettings, EventStream
 from agent.loop import RunLoop
+from agent.outbox.dispatcher import Dispatcher
+from agent.outbox.service import OutboxService
+from agent.outbox.settings import OutboxSettings
 from agent.services.documents import DocumentService
 from agent.services.keys import KeyService
 from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
-from agent.tools import BUILTIN_TOOLS
+from agent.tools import build_tools
 from agent.worker import Worker
 from datastore.errors import DatastoreError
 from datastore.schema import EMBEDDING_DIM
@@ -47,6 +50,7 @@ class Settings(BaseModel):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     events: EventSettings = Field(default_factory=EventSettings)
 
 
@@ -69,6 +73,7 @@ class Services:
     runs: RunService = field(init=False)
     documents: DocumentService = field(init=False)
     catalog: ModelCatalog = field(init=False)
+    outbox: OutboxService = field(init=False)
     events: EventStream = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +83,7 @@ class Services:
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
         self.catalog = ModelCatalog(s.models, self.models.registry)
+        self.outbox = OutboxService(s.outbox, s.runs, s.audit)
         self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
 
     def run_loop(self) -> RunLoop:
@@ -86,12 +92,16 @@ class Services:
             agents=self.store.agents,
             documents=self.store.documents,
             models=self.models,
-            tools=BUILTIN_TOOLS,
+            tools=build_tools(self.settings.outbox),
             settings=self.settings.agent,
         )
 
     def worker(self, worker_id: str | None = None) -> Worker:
         return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id)
+
+    def dispatcher(self, dispatcher_id: str | None = None) -> Dispatcher:
+        """Delivers the outbox's side effects; runs beside the worker in `up` and `worker`."""
+        return Dispatcher(self.store.outbox, self.settings.outbox, dispatcher_id=dispatcher_id)
 
     async def health(self, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[ComponentHealth]:
         """Is each dependency reachable right now? Used by /readyz and `garrison up`.

@@ -31,13 +31,14 @@ import httpx
 from agent.context import Passage, build_messages
 from agent.decision import action_schema
 from agent.domain import AgentDefinition, Step, StepStatus
-from agent.tools import BUILTIN_TOOLS
+from agent.outbox.settings import OutboxSettings
+from agent.tools import DEFAULT_TOOLS, build_tools
 from serving.engine.bundled import GEMMA, bundled_registry, minilm_dir
 from serving.engine.environment import locate
 from serving.engine.manager import EngineManager
 from serving.engine.settings import EngineSettings
 
-TOOLS = list(BUILTIN_TOOLS.values())
+TOOLS = [t for n, t in build_tools(OutboxSettings()).items() if n in DEFAULT_TOOLS]
 SCHEMA = action_schema(TOOLS)
 AGENT = AgentDefinition(
     id=uuid.uuid4(), tenant_id=uuid.uuid4(), name="bench",

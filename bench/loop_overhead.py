@@ -29,9 +29,10 @@ from pydantic import Field
 
 from agent.domain import Principal, Role
 from agent.loop import RunLoop
+from agent.outbox.settings import OutboxSettings
 from agent.runtime import Services, Settings, open_services
 from agent.settings import AgentSettings
-from agent.tools import BUILTIN_TOOLS
+from agent.tools import build_tools
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 from agent.worker import Worker
 from datastore.embedded import EmbeddedPostgres
@@ -163,7 +164,7 @@ async def main_async(args: argparse.Namespace, db_url: str, model_url: str) -> N
             agents=services.store.agents,
             documents=services.store.documents,
             models=services.models,
-            tools={**BUILTIN_TOOLS, "noop": Noop()},
+            tools={**build_tools(OutboxSettings()), "noop": Noop()},
             settings=settings.agent,
         )
         f = await floors(db_url, model_url)

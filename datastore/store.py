@@ -20,6 +20,7 @@ from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
 from datastore.repos.models import ModelDeploymentRepository
+from datastore.repos.outbox import OutboxRepository
 from datastore.repos.runs import RunRepository
 from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
 from datastore.settings import DatabaseSettings
@@ -36,6 +37,7 @@ class Datastore:
     documents: DocumentRepository = field(init=False)
     audit: AuditRepository = field(init=False)
     models: ModelDeploymentRepository = field(init=False)
+    outbox: OutboxRepository = field(init=False)
     events: EventRepository = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,6 +48,7 @@ class Datastore:
         self.documents = DocumentRepository(self.engine)
         self.audit = AuditRepository(self.engine)
         self.models = ModelDeploymentRepository(self.engine)
+        self.outbox = OutboxRepository(self.engine)
         self.events = EventRepository(self.engine)
 
     async def ping(self) -> None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from agent.api.app import create_app
+from agent.outbox.dispatcher import Dispatcher
 from agent.runtime import Services, Settings
 from agent.worker import Worker
 from ops.errors import INFRASTRUCTURE, CliError
@@ -121,6 +122,7 @@ async def run_until_stopped(
     api_socket: socket.socket | None,
     worker: Worker | None,
     on_ready: Callable[[], None],
+    dispatcher: Dispatcher | None = None,
 ) -> None:
     """Serve until a stop signal (returns) or until the API or worker dies (raises)."""
     tasks: dict[str, asyncio.Task[None]] = {}
@@ -135,6 +137,10 @@ async def run_until_stopped(
             await asyncio.sleep(0.01)
     if worker is not None:
         tasks["worker"] = asyncio.create_task(worker.run_forever(), name="garrison-worker")
+    if dispatcher is not None:
+        tasks["dispatcher"] = asyncio.create_task(
+            dispatcher.run_forever(), name="garrison-outbox-dispatcher"
+        )
 
     def force() -> None:
         if server is not None:
@@ -159,6 +165,11 @@ async def run_until_stopped(
             out.say("stopping the worker: waiting for the steps in flight")
         worker.stop()
         await asyncio.gather(tasks["worker"], return_exceptions=True)
+    # Last: it finishes the deliveries in hand (each within its deadline); whatever else is
+    # due waits in the outbox for the next dispatcher, in this process or another.
+    if dispatcher is not None:
+        dispatcher.stop()
+        await asyncio.gather(tasks["dispatcher"], return_exceptions=True)
     stop.on_force(None)
     for name in died:
         task = tasks[name]

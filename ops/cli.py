@@ -23,6 +23,7 @@ from ops.commands import (
     engine,
     keys,
     models,
+    outbox,
     runs,
     search,
     tenants,
@@ -110,6 +111,7 @@ app.add_typer(docs.app, name="docs")
 app.command("search")(search.search)
 app.command("reindex")(search.reindex)
 app.add_typer(runs.app, name="runs")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(models.app, name="models")
 app.add_typer(engine.app, name="engine")
 

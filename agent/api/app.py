@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from agent.api.errors import install_error_handlers
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
-from agent.api.routes import documents, health, models, runs, search
+from agent.api.routes import documents, effects, health, models, runs, search
 from agent.api.routes import events as run_events
 from agent.runtime import Services, Settings, open_services
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    for module in (runs, documents, search, models, health):
+    for module in (runs, effects, documents, search, models, health):
         app.include_router(module.router)
     app.include_router(run_events.router)
     return app

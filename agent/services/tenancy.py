@@ -9,7 +9,7 @@ from agent.domain import AgentDefinition, Tenant
 from agent.errors import CallerError, NotFound
 from agent.ports import AgentStore, AuditLog, TenantStore
 from agent.settings import AgentSettings
-from agent.tools import BUILTIN_TOOLS
+from agent.tools import TOOL_NAMES
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -67,10 +67,10 @@ class TenancyService:
         tenant = await self.require_tenant(tenant_name)
         check_name("agent", name)
         allowed = list(tools) if tools else ["search_documents", "finish"]
-        unknown = sorted(set(allowed) - set(BUILTIN_TOOLS))
+        unknown = sorted(set(allowed) - TOOL_NAMES)
         if unknown:
             raise CallerError(
-                f"unknown tools: {', '.join(unknown)} (known: {', '.join(sorted(BUILTIN_TOOLS))})"
+                f"unknown tools: {', '.join(unknown)} (known: {', '.join(sorted(TOOL_NAMES))})"
             )
         if "finish" not in allowed:
             raise CallerError("an agent must be allowed the 'finish' tool, or it can never answer")

@@ -99,6 +99,7 @@ def up(
                         out,
                         api_socket=sock,
                         worker=None if no_worker else rt.services.worker(),
+                        dispatcher=None if no_worker else rt.services.dispatcher(),
                         on_ready=lambda: _ready(out, rt, url, started, seed, health, no_worker),
                     )
         out.say("stopped")

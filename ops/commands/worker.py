@@ -70,6 +70,7 @@ def worker(
                 await run_until_stopped(
                     rt.services, rt.settings, rt.url, stop, out,
                     api_socket=None, worker=runner, on_ready=ready,
+                    dispatcher=rt.services.dispatcher(),
                 )  # fmt: skip
         out.say("stopped")
 

@@ -48,6 +48,7 @@ async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
         ("GET", "/v1/models"),
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/{run_id}"),
+        ("GET", "/v1/runs/{run_id}/effects"),
         ("GET", "/v1/runs/{run_id}/steps"),
         ("GET", "/v1/search"),
         ("POST", "/v1/documents"),
@@ -62,7 +63,7 @@ async def test_every_v1_operation_needs_a_key_and_declares_its_errors(
     spec: dict[str, Any],
 ) -> None:
     v1 = operations(spec, "/v1/")
-    assert len(v1) == 14
+    assert len(v1) == 15
     for method, path, operation in v1:
         where = f"{method} {path}"
         assert operation["security"] == [{"bearer": []}], where

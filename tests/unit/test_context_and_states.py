@@ -8,7 +8,8 @@ import pytest
 from agent.context import Passage, build_messages, context_record
 from agent.domain import AgentDefinition, RunStatus, Step, StepStatus, check_transition
 from agent.errors import IllegalTransition
-from agent.tools import BUILTIN_TOOLS
+from agent.outbox.settings import OutboxSettings
+from agent.tools import DEFAULT_TOOLS, build_tools
 
 NOW = datetime.now(UTC)
 AGENT = AgentDefinition(
@@ -23,7 +24,7 @@ AGENT = AgentDefinition(
     version=1,
     created_at=NOW,
 )
-TOOLS = list(BUILTIN_TOOLS.values())
+TOOLS = [t for n, t in build_tools(OutboxSettings()).items() if n in DEFAULT_TOOLS]
 PASSAGES = [Passage(1, str(uuid.uuid4()), "Leave", 0.9, "30 days of leave.")]
 
 

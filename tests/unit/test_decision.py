@@ -7,22 +7,31 @@ import json
 import pytest
 
 from agent.decision import InvalidAction, action_schema, parse_action
-from agent.tools import BUILTIN_TOOLS
+from agent.outbox.settings import OutboxSettings
+from agent.tools import build_tools
 
-TOOLS = BUILTIN_TOOLS
+TOOLS = build_tools(OutboxSettings())
 
 
 def test_schema_has_one_variant_per_tool_with_bounded_strings() -> None:
     schema = action_schema(list(TOOLS.values()))
     variants = schema["anyOf"]
-    assert [v["properties"]["tool"]["const"] for v in variants] == ["search_documents", "finish"]
+    assert [v["properties"]["tool"]["const"] for v in variants] == [
+        "search_documents",
+        "finish",
+        "send_email",
+        "http_request",
+    ]
     for v in variants:
         assert v["additionalProperties"] is False
         assert v["required"] == ["tool", "arguments"]
         for prop in v["properties"]["arguments"]["properties"].values():
             if prop.get("type") == "string":
                 # Unbounded strings let guided decoding ramble past max_tokens (FACTS.md).
-                assert "maxLength" in prop
+                assert "maxLength" in prop or "enum" in prop
+            for option in prop.get("anyOf", []):  # an optional string is bounded as well
+                if option.get("type") == "string":
+                    assert "maxLength" in option
 
 
 def test_single_tool_schema_is_the_variant_itself() -> None:

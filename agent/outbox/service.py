@@ -1,0 +1,56 @@
+"""Reading the outbox and putting a failed side effect back in line, for the CLI and the API.
+
+Reads are tenant-scoped like every other read (`tenant_id=None` is the operator's view across
+tenants, CLI only); a run that is not the caller's is not found, never an empty list. A retry
+is an operator's decision about something that failed for good, so it is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from agent.errors import CallerError, Conflict, NotFound
+from agent.ports import AuditLog, OutboxItem, OutboxStatus, OutboxStore, RunStore
+
+
+class OutboxService:
+    def __init__(self, outbox: OutboxStore, runs: RunStore, audit: AuditLog) -> None:
+        self._outbox = outbox
+        self._runs = runs
+        self._audit = audit
+
+    async def list(
+        self,
+        tenant_id: uuid.UUID | None,
+        *,
+        run_id: uuid.UUID | None = None,
+        status: OutboxStatus | None = None,
+        limit: int = 100,
+    ) -> list[OutboxItem]:
+        if not 1 <= limit <= 1000:
+            raise CallerError("limit must be between 1 and 1000")
+        if run_id is not None and await self._runs.get_run(run_id, tenant_id) is None:
+            raise NotFound(f"run {run_id} not found")
+        return await self._outbox.list_items(
+            tenant_id=tenant_id, run_id=run_id, status=status, limit=limit
+        )
+
+    async def retry(self, item_id: int, *, actor: str) -> OutboxItem:
+        """A failed row back to pending, due now, with a fresh set of attempts."""
+        item = await self._outbox.requeue(item_id)
+        if item is None:
+            current = await self._outbox.get_item(item_id, None)
+            if current is None:
+                raise NotFound(f"outbox row {item_id} not found")
+            raise Conflict(
+                f"outbox row {item_id} is {current.status}: only failed rows can be retried"
+            )
+        await self._audit.append(
+            tenant_id=item.tenant_id,
+            actor=actor,
+            action="outbox.retry",
+            object_type="outbox",
+            object_id=str(item.id),
+            detail={"idempotency_key": item.idempotency_key, "kind": item.kind},
+        )
+        return item
