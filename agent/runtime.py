@@ -19,7 +19,9 @@ from agent.loop import RunLoop
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.service import OutboxService
 from agent.outbox.settings import OutboxSettings
+from agent.replay import ReplayService
 from agent.services.documents import DocumentService
+from agent.services.forks import ForkService
 from agent.services.keys import KeyService
 from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
@@ -73,6 +75,8 @@ class Services:
     runs: RunService = field(init=False)
     documents: DocumentService = field(init=False)
     catalog: ModelCatalog = field(init=False)
+    forks: ForkService = field(init=False)
+    replays: ReplayService = field(init=False)
     outbox: OutboxService = field(init=False)
     events: EventStream = field(init=False)
 
@@ -83,6 +87,14 @@ class Services:
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
         self.catalog = ModelCatalog(s.models, self.models.registry)
+        self.forks = ForkService(s.runs, s.forks, self.models.registry)
+        self.replays = ReplayService(
+            runs=s.runs,
+            agents=s.agents,
+            documents=s.documents,
+            tools=build_tools(self.settings.outbox),
+            settings=self.settings.agent,
+        )
         self.outbox = OutboxService(s.outbox, s.runs, s.audit)
         self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
 

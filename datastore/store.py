@@ -19,6 +19,7 @@ from datastore.errors import translated
 from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
+from datastore.repos.forks import ForkRepository
 from datastore.repos.models import ModelDeploymentRepository
 from datastore.repos.outbox import OutboxRepository
 from datastore.repos.runs import RunRepository
@@ -37,25 +38,28 @@ class Datastore:
     documents: DocumentRepository = field(init=False)
     audit: AuditRepository = field(init=False)
     models: ModelDeploymentRepository = field(init=False)
-    outbox: OutboxRepository = field(init=False)
     events: EventRepository = field(init=False)
+    outbox: OutboxRepository = field(init=False)
+    forks: ForkRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.tenants = TenantRepository(self.engine)
         self.keys = KeyRepository(self.engine)
         self.agents = AgentRepository(self.engine)
-        self.runs = RunRepository(self.engine)
+        self.runs = RunRepository(self.engine, self.url)
         self.documents = DocumentRepository(self.engine)
         self.audit = AuditRepository(self.engine)
         self.models = ModelDeploymentRepository(self.engine)
-        self.outbox = OutboxRepository(self.engine)
         self.events = EventRepository(self.engine)
+        self.outbox = OutboxRepository(self.engine)
+        self.forks = ForkRepository(self.engine)
 
     async def ping(self) -> None:
         async with translated(), self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        await self.runs.close()
         await self.engine.dispose()
 
 

@@ -159,6 +159,9 @@ async def run_until_stopped(
     # The API stops first so nothing new is accepted; then the worker finishes its steps.
     if server is not None:
         server.should_exit = True
+        # Open event streams would hold the API's graceful shutdown for its full timeout; ending
+        # them now is safe, because a client resumes with Last-Event-ID.
+        await services.events.aclose()
         await asyncio.gather(tasks["API"], return_exceptions=True)
     if worker is not None:
         if "worker" not in died:

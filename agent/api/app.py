@@ -21,6 +21,7 @@ from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
 from agent.api.routes import documents, effects, health, models, runs, search
 from agent.api.routes import events as run_events
+from agent.api.routes import forks as run_forks
 from agent.runtime import Services, Settings, open_services
 
 DESCRIPTION = (
@@ -75,4 +76,5 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
     for module in (runs, effects, documents, search, models, health):
         app.include_router(module.router)
     app.include_router(run_events.router)
+    app.include_router(run_forks.router)
     return app

@@ -39,15 +39,14 @@ from agent.domain import (
     Step,
     StepStatus,
     check_transition,
-    effect_key,
 )
 from agent.errors import IllegalTransition, LeaseLost
 from datastore.errors import translated
-from datastore.schema import OutboxRow, RunRow, StepRow
+from datastore.repos.step_commits import StepCommit, StepCommitter
+from datastore.schema import RunRow, StepRow
 
 RUNS = cast(Table, RunRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
-OUTBOX = cast(Table, OutboxRow.__table__)
 
 
 def _run(row: Row[Any]) -> Run:
@@ -127,8 +126,9 @@ def _moves(target: RunStatus, *sources: RunStatus) -> str:
 
 
 class RunRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
         self._engine = engine
+        self._commits = StepCommitter(url)
 
     async def create_run(
         self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
@@ -230,12 +230,15 @@ class RunRepository:
         cancel = RUNS.c.cancel_requested_at.is_not(None)
         park: ColumnElement[bool] = false()
         if max_attempts is not None:
-            park = and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.attempts >= max_attempts)
+            park = and_(
+                RUNS.c.status == RunStatus.RUNNING.value,
+                RUNS.c.stalled_attempts >= max_attempts,
+            )
         ends = or_(cancel, park)
         queued, running = RunStatus.QUEUED, RunStatus.RUNNING
         cancelled = RunOutcome.cancelled("cancelled before its next step")
         lost = RunOutcome.parked("its worker was lost on each of {n} attempts")
-        lost_detail = func.replace(lost.failure_detail, "{n}", RUNS.c.attempts.cast(Text))
+        lost_detail = func.replace(lost.failure_detail, "{n}", RUNS.c.stalled_attempts.cast(Text))
         stmt = (
             update(RUNS)
             .where(RUNS.c.id == candidate)
@@ -248,6 +251,9 @@ class RunRepository:
                 worker_id=case((ends, null()), else_=worker_id),
                 lease_expires_at=case((ends, null()), else_=_lease_until(lease_seconds)),
                 attempts=case((ends, RUNS.c.attempts), else_=RUNS.c.attempts + 1),
+                stalled_attempts=case(
+                    (ends, RUNS.c.stalled_attempts), else_=RUNS.c.stalled_attempts + 1
+                ),
                 started_at=func.coalesce(RUNS.c.started_at, func.now()),
                 finished_at=case((cancel, func.now()), else_=RUNS.c.finished_at),
                 failure_code=case(
@@ -291,7 +297,10 @@ class RunRepository:
                 RUNS.c.worker_id == worker_id,
                 RUNS.c.status == RunStatus.RUNNING.value,
             )
-            .values(lease_expires_at=func.now(), attempts=func.greatest(RUNS.c.attempts - 1, 0))
+            .values(
+                lease_expires_at=func.now(),
+                stalled_attempts=func.greatest(RUNS.c.stalled_attempts - 1, 0),
+            )
         )
         async with translated(), self._engine.begin() as conn:
             await conn.execute(stmt)
@@ -321,84 +330,15 @@ class RunRepository:
         outcome: RunOutcome,
         effects: Sequence[OutboxEffect] = (),
     ) -> Run:
-        # The guard on worker_id and step_count makes the commit conditional on still owning the
-        # run and on this being the next step: a worker that lost its lease writes nothing.
-        guard = update(RUNS).where(
-            RUNS.c.id == step.run_id,
-            RUNS.c.worker_id == worker_id,
-            RUNS.c.status == RunStatus.RUNNING.value,
-            RUNS.c.step_count == step.number - 1,
-        )
-        stmt = guard.values(
-            step_count=step.number,
-            prompt_tokens=RUNS.c.prompt_tokens + step.prompt_tokens,
-            completion_tokens=RUNS.c.completion_tokens + step.completion_tokens,
-            **self._step_outcome_values(step, outcome),
-        ).returning(*RUNS.c)
-        async with translated(), self._engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                raise LeaseLost(f"run {step.run_id} is no longer leased to {worker_id}")
-            await conn.execute(
-                insert(STEPS).values(
-                    run_id=step.run_id,
-                    tenant_id=row.tenant_id,
-                    number=step.number,
-                    status=step.status.value,
-                    context=step.context,
-                    decision=step.decision,
-                    tool=step.tool,
-                    arguments=step.arguments,
-                    result=step.result,
-                    error_code=step.error_code,
-                    prompt_tokens=step.prompt_tokens,
-                    completion_tokens=step.completion_tokens,
-                    model_ms=step.model_ms,
-                    tool_ms=step.tool_ms,
-                    started_at=step.started_at,
-                    finished_at=step.finished_at,
-                )
-            )
-            if effects:
-                # Same transaction as the step: an effect exists exactly when its step does.
-                await conn.execute(
-                    insert(OUTBOX),
-                    [
-                        {
-                            "tenant_id": row.tenant_id,
-                            "run_id": step.run_id,
-                            "step_number": step.number,
-                            "call_index": index,
-                            "idempotency_key": effect_key(step.run_id, step.number, index),
-                            "kind": effect.kind,
-                            "payload": effect.payload,
-                        }
-                        for index, effect in enumerate(effects)
-                    ],
-                )
+        # One statement, guarded on worker_id and step_count: a worker that lost its lease, or a
+        # step that is not the next one, writes nothing (`datastore.repos.step_commits`).
+        row = await self._commits.commit(StepCommit(step, worker_id, outcome, effects))
+        if row is None:
+            raise LeaseLost(f"run {step.run_id} is no longer leased to {worker_id}")
         return _run(row)
 
-    def _step_outcome_values(self, step: Step, outcome: RunOutcome) -> dict[str, Any]:
-        """The step's effect on the run, unless a cancel was requested: then the step still
-        commits and the run ends `cancelled` with it.
-
-        Decided by a CASE on `cancel_requested_at` inside the guarded UPDATE itself, so a cancel
-        committed while the step was in flight is seen (Postgres re-reads the locked row) and
-        can never be lost between a read and a write. A step that ends the run anyway
-        (`succeeded`, `failed`) keeps its own outcome: the work it reports did happen.
-        """
-        values = self._outcome_values(outcome)
-        if outcome.status is not None and outcome.status.terminal:
-            return values
-        detail = f"cancelled; it stopped after step {step.number}"
-        cancelled = self._outcome_values(RunOutcome.cancelled(detail))
-        requested = RUNS.c.cancel_requested_at.is_not(None)
-        return {
-            key: case(
-                (requested, cancelled.get(key, RUNS.c[key])), else_=values.get(key, RUNS.c[key])
-            )
-            for key in cancelled.keys() | values.keys()
-        }
+    async def close(self) -> None:
+        await self._commits.close()
 
     async def cancel_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
         async with translated(), self._engine.begin() as conn:
@@ -438,6 +378,7 @@ class RunRepository:
                 .values(
                     status=_moves(RunStatus.QUEUED, current),
                     attempts=0,
+                    stalled_attempts=0,
                     failure_code=None,
                     failure_detail=None,
                     worker_id=None,

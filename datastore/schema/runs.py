@@ -55,6 +55,8 @@ class RunRow(Base):
     failure_detail: Mapped[str | None] = mapped_column(Text)
     step_count: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    stalled_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Claims since the last committed step; reaching `max_run_attempts` parks the run."""
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128))

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.domain import Run, RunStatus, Step
+from ops.commands.runs_replay import fork, replay
 from ops.commands.runs_watch import watch
 from ops.errors import INFRASTRUCTURE, CliError
 from ops.output import JsonFlag, Output, clip, when
@@ -286,3 +287,5 @@ def _compact(value: Any) -> str:
 
 
 app.command("watch")(watch)
+app.command("replay")(replay)
+app.command("fork")(fork)

@@ -55,6 +55,8 @@ async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
         ("POST", "/v1/documents/batch"),
         ("POST", "/v1/runs"),
         ("POST", "/v1/runs/{run_id}/cancel"),
+        ("POST", "/v1/runs/{run_id}/fork"),
+        ("POST", "/v1/runs/{run_id}/replay"),
         ("POST", "/v1/runs/{run_id}/resume"),
     ]
 
@@ -63,7 +65,7 @@ async def test_every_v1_operation_needs_a_key_and_declares_its_errors(
     spec: dict[str, Any],
 ) -> None:
     v1 = operations(spec, "/v1/")
-    assert len(v1) == 15
+    assert len(v1) == 17
     for method, path, operation in v1:
         where = f"{method} {path}"
         assert operation["security"] == [{"bearer": []}], where

@@ -54,7 +54,7 @@ def test_sigterm_mid_step_commits_the_step_once_and_hands_the_run_over(
     assert run.status == RunStatus.RUNNING
     assert run.step_count == 1
     assert [(s.number, s.tool) for s in steps] == [(1, "search_documents")]
-    assert run.attempts == 0  # a clean hand-over is not a failed attempt
+    assert run.attempts == 1  # claims are counted; the release keeps it off the path to parking
     assert len(scripted_model.chat_requests) == 1
 
     # No lease to wait out: another worker claims it at once and continues at step 2.

@@ -331,10 +331,37 @@ async def test_clean_hand_overs_do_not_count_towards_parking(
     services: Services, acme: TenantFixture
 ) -> None:
     run = await services.runs.submit(acme.principal, "assistant", "q")
-    for worker_id in ("a", "b", "c"):
+    for n, worker_id in enumerate(("a", "b", "c"), start=1):
+        # Each claim is counted (attempts), but a released one does not move it towards parking.
         claimed = await services.store.runs.claim_next(worker_id, 30, 1)
         assert claimed is not None
         assert claimed.status == RunStatus.RUNNING
-        assert claimed.attempts == 1
+        assert claimed.attempts == n
         await services.store.runs.release_lease(run.id, worker_id)
-    assert (await services.runs.get(run.id, None)).attempts == 0
+    assert (await services.runs.get(run.id, None)).status == RunStatus.RUNNING
+
+
+async def test_a_run_that_makes_progress_between_lost_workers_is_not_parked(
+    services: Services, acme: TenantFixture
+) -> None:
+    """Parking counts workers lost since the last committed step, not over the run's life."""
+    run = await services.runs.submit(acme.principal, "assistant", "q")
+    for number, worker_id in enumerate(("a", "b", "c", "d"), start=1):
+        claimed = await services.store.runs.claim_next(worker_id, 0.05, 2)
+        assert claimed is not None
+        assert claimed.status == RunStatus.RUNNING, worker_id
+        # The worker commits one step, then dies: its lease lapses without a release.
+        await services.store.runs.record_step(a_step(run.id, number), worker_id, RunOutcome())
+        await asyncio.sleep(0.1)
+    progressed = await services.runs.get(run.id, None)
+    assert progressed.status == RunStatus.RUNNING
+    assert progressed.step_count == 4
+    assert progressed.attempts == 4
+
+    # Two workers lost at the same step, with max 2: the next claim parks it.
+    for worker_id in ("e", "f"):
+        assert await services.store.runs.claim_next(worker_id, 0.05, 2) is not None
+        await asyncio.sleep(0.1)
+    parked = await services.store.runs.claim_next("g", 30, 2)
+    assert parked is not None
+    assert parked.status == RunStatus.PARKED
