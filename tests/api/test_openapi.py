@@ -49,6 +49,7 @@ async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/{run_id}"),
         ("GET", "/v1/runs/{run_id}/effects"),
+        ("GET", "/v1/runs/{run_id}/events"),
         ("GET", "/v1/runs/{run_id}/steps"),
         ("GET", "/v1/search"),
         ("POST", "/v1/documents"),
@@ -65,7 +66,7 @@ async def test_every_v1_operation_needs_a_key_and_declares_its_errors(
     spec: dict[str, Any],
 ) -> None:
     v1 = operations(spec, "/v1/")
-    assert len(v1) == 17
+    assert len(v1) == 18
     for method, path, operation in v1:
         where = f"{method} {path}"
         assert operation["security"] == [{"bearer": []}], where
