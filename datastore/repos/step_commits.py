@@ -70,7 +70,11 @@ moved AS (
         prompt_tokens = r.prompt_tokens + i.prompt_tokens,
         completion_tokens = r.completion_tokens + i.completion_tokens,
         -- Progress: a run is parked only when its workers die on every attempt at one step.
-        stalled_attempts = 0,
+        -- The worker that commits this step goes on to the next under the same claim, so that
+        -- claim is already one attempt at the next step (a clean release gives it back).
+        stalled_attempts = CASE WHEN NOT i.ends AND r.cancel_requested_at IS NULL
+                                     AND coalesce(i.outcome, 'running') = 'running'
+                                THEN 1 ELSE 0 END,
         -- A step that ends the run keeps its own outcome (the work it reports happened);
         -- otherwise a cancel requested while it ran ends the run now, at the step boundary;
         -- else the step's outcome (awaiting approval, say), or still running.

@@ -56,7 +56,8 @@ class RunRow(Base):
     step_count: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     stalled_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    """Claims since the last committed step; reaching `max_run_attempts` parks the run."""
+    """Claims of the run's next step, the one in hand included (after a commit, its worker's
+    claim counts 1); reaching `max_run_attempts` parks the run."""
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128))

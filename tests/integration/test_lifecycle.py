@@ -358,10 +358,12 @@ async def test_a_run_that_makes_progress_between_lost_workers_is_not_parked(
     assert progressed.step_count == 4
     assert progressed.attempts == 4
 
-    # Two workers lost at the same step, with max 2: the next claim parks it.
-    for worker_id in ("e", "f"):
-        assert await services.store.runs.claim_next(worker_id, 0.05, 2) is not None
-        await asyncio.sleep(0.1)
-    parked = await services.store.runs.claim_next("g", 30, 2)
+    # Two workers lost at step 5, with max 2: "d", which committed step 4 and died before step
+    # 5, and "e", which claimed it after "d". The next claim parks it.
+    lost = await services.store.runs.claim_next("e", 0.05, 2)
+    assert lost is not None
+    assert lost.status == RunStatus.RUNNING
+    await asyncio.sleep(0.1)
+    parked = await services.store.runs.claim_next("f", 30, 2)
     assert parked is not None
     assert parked.status == RunStatus.PARKED
