@@ -202,6 +202,23 @@ class DocumentStore(SearchStore, Protocol):
         """
         ...
 
+    async def documents_after(
+        self, tenant_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> list[Document]:
+        """Up to `limit` documents in id order after `after`, of one tenant or (None) of all: a
+        walk over every document that new and deleted ones cannot derail."""
+        ...
+
+    async def replace_embeddings(
+        self, document: Document, embeddings: Mapping[int, Sequence[float]]
+    ) -> bool:
+        """Store new embeddings for the chunks of `document` (chunk id -> vector) in one commit.
+
+        False, and nothing written, when the document's content is no longer the one they were
+        computed from (it was replaced or deleted meanwhile).
+        """
+        ...
+
     async def get_document(
         self, document_id: uuid.UUID, tenant_id: uuid.UUID
     ) -> Document | None: ...

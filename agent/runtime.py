@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,9 @@ from datastore.errors import DatastoreError
 from datastore.schema import EMBEDDING_DIM
 from datastore.settings import DatabaseSettings
 from datastore.store import Datastore, open_datastore
+from serving.embedders.routing import InProcessEmbedRouter, choose_local
+from serving.embedders.settings import EmbedderSettings
+from serving.engine.settings import EngineSettings
 from serving.health import DeploymentHealth
 from serving.registry_source import RegistrySource, active_registry
 from serving.router import Router
@@ -50,6 +54,7 @@ class Settings(BaseModel):
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
@@ -141,6 +146,10 @@ class Services:
     def _role(
         self, component: str, role: str, health: dict[str, DeploymentHealth]
     ) -> ComponentHealth:
+        if role == "embed" and isinstance(self.models, InProcessEmbedRouter):
+            problem = self.models.local.check()
+            detail = problem or self.models.local.describe()
+            return ComponentHealth(component, problem is None, detail)
         chain = [health[lane.name] for lane in self.models.chain(role)]
         if not chain:
             return ComponentHealth(component, False, self.models.unserved(role))
@@ -155,16 +164,31 @@ class Services:
         await self.store.close()
 
 
-def open_router(settings: ServingSettings) -> tuple[RegistrySource, Router]:
+def open_router(
+    settings: ServingSettings,
+    embedder: EmbedderSettings | None = None,
+    *,
+    data_dir: Path | None = None,
+) -> tuple[RegistrySource, Router]:
     """The active registry and a router over it; `ModelsFileError` if the models file is bad.
-    Embedding deployments must produce the vectors the document store keeps."""
+    Embedding deployments must produce the vectors the document store keeps. With `embedder`
+    settings that ask for it, the `embed` role is answered in process (serving.embedders), with
+    its converted model cached under `data_dir` (default: GARRISON_DATA_DIR's)."""
     source = active_registry(settings, embedding_dim=EMBEDDING_DIM)
+    local = None
+    if embedder is not None:
+        engine = EngineSettings() if data_dir is None else EngineSettings(data_dir=data_dir)
+        local = choose_local(embedder, source, engine)
+    if local is not None:
+        return source, InProcessEmbedRouter(source, settings, local)
     return source, Router(source.registry, settings, hints=source)
 
 
 async def open_services(settings: Settings, url: str, *, upgrade: bool = True) -> Services:
     # The registry first: an invalid models file must fail before anything is opened.
-    source, router = open_router(settings.serving)
+    source, router = open_router(
+        settings.serving, settings.embedder, data_dir=settings.database.data_dir
+    )
     try:
         store = await open_datastore(url, settings.database, upgrade=upgrade)
     except BaseException:

@@ -15,9 +15,11 @@ import asyncio
 import hashlib
 import math
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from importlib import resources
 from multiprocessing import get_context
 from typing import Any
 
@@ -146,3 +148,24 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 def exclusive_seconds(mine: list[tuple[float, float]], others: list[tuple[float, float]]) -> float:
     """Time covered by `mine` and by none of `others`: what was not hidden behind them."""
     return union_seconds(mine + others) - union_seconds(others)
+
+
+def prose_chunks(count: int, words: int = 130, seed: int = 5) -> list[str]:
+    """`count` English passages of about `words` words, as ingestion makes them: sentences of
+    the demo documents drawn at random, each passage numbered so that no two are the same text.
+    At 130 words: ~190 MiniLM tokens, at most 254, under the 256 the vLLM engine accepts."""
+    demo = resources.files("ops") / "demo"
+    source = " ".join(
+        p.read_text(encoding="utf-8")
+        for p in sorted(demo.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".md")
+    )
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", source) if len(s.split()) > 3]
+    rnd = random.Random(seed)
+    passages = []
+    for i in range(count):
+        chosen: list[str] = []
+        while sum(len(s.split()) for s in chosen) < words:
+            chosen.append(rnd.choice(sentences))
+        passages.append(f"Passage {i}. " + " ".join(chosen))
+    return passages

@@ -61,11 +61,7 @@ class PreparedDocument:
         )
 
     def embedding_inputs(self) -> list[str]:
-        # The title (and section) go with each chunk: a passage is found by what it is part of.
-        return [
-            f"{self.title}\n{c.heading}\n\n{c.text}" if c.heading else f"{self.title}\n\n{c.text}"
-            for c in self.chunks
-        ]
+        return [embedding_input(self.title, c.heading, c.text) for c in self.chunks]
 
     def new_document(self, vectors: list[list[float]] | None) -> NewDocument:
         """The document to store: with its chunks embedded, or (None) keeping the stored ones."""
@@ -140,3 +136,11 @@ def _first_line(text: str) -> str | None:
         if line.strip():
             return clean_title(line.strip().lstrip("#").strip()[:FALLBACK_TITLE_CHARS])
     return None
+
+
+def embedding_input(title: str, heading: str, text: str) -> str:
+    """What is embedded for a chunk, at ingestion and when re-embedding stored chunks.
+
+    The title (and section) go with each chunk: a passage is found by what it is part of.
+    """
+    return f"{title}\n{heading}\n\n{text}" if heading else f"{title}\n\n{text}"

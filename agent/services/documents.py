@@ -1,7 +1,8 @@
 """Documents of a tenant: ingest (one or many), read back, delete, search, rebuild the index.
 
-Ingestion runs through `agent.services.ingest` (batched embedding and commits) and search
-through `agent.services.search`; this service is what the API and the CLI hold.
+Ingestion runs through `agent.services.ingest` (batched embedding and commits), search through
+`agent.services.search`, re-embedding through `agent.services.reembed`; this service is what
+the API and the CLI hold.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from agent.formats import DocumentFormat
 from agent.ports import DocumentStore, Embedder
 from agent.services.document_input import DocumentInput
 from agent.services.ingest import Ingestor, IngestOutcome, PendingDocument, Progress
+from agent.services.reembed import Progress as ReembedProgressSink
+from agent.services.reembed import Reembedder, ReembedReport
 from agent.services.search import Retrieval, SearchMode, SearchService
 from agent.settings import AgentSettings
 
@@ -29,6 +32,7 @@ class DocumentService:
         self._documents = documents
         self._ingestor = Ingestor(documents, embedder, settings)
         self._search = SearchService(documents, embedder)
+        self._reembedder = Reembedder(documents, embedder, settings)
 
     async def ingest(
         self,
@@ -125,3 +129,10 @@ class DocumentService:
     async def reindex(self) -> bool:
         """Rebuild the vector index without blocking writers; whether it had been missing."""
         return await self._documents.build_vector_index(concurrently=True)
+
+    async def reembed(
+        self, tenant_id: uuid.UUID | None, progress: ReembedProgressSink | None = None
+    ) -> ReembedReport:
+        """Embed every stored chunk again with the current `embed` model (of one tenant, or of
+        all with None), one commit per document; rebuild the index afterwards with `reindex`."""
+        return await self._reembedder.run(tenant_id, progress)

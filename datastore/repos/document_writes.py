@@ -175,3 +175,45 @@ async def _copy_chunks(
                         HalfVector(c.embedding),
                     )
                 )
+
+
+_LOCK_CONTENT = "SELECT content_hash FROM documents WHERE id = %s AND tenant_id = %s FOR UPDATE"
+_SET_EMBEDDINGS = """
+UPDATE chunks AS c SET embedding = u.embedding
+FROM unnest(%(ids)s::bigint[], %(vectors)s::halfvec[]) AS u(id, embedding)
+WHERE c.id = u.id AND c.document_id = %(document)s
+"""
+
+
+async def replace_embeddings(
+    pg: AsyncPg,
+    document: Document,
+    embeddings: Mapping[int, Sequence[float]],
+) -> bool:
+    """Give the chunks of `document` new embeddings, in the caller's open transaction.
+
+    The document row is locked first, so a concurrent re-ingestion waits for this to commit or
+    has already replaced the chunks: when the stored content is no longer the one these
+    embeddings were computed from (its hash changed, or it was deleted) nothing is written and
+    the answer is False. A label-only update keeps the chunks, so it does not stop this one.
+    """
+    for vector in embeddings.values():
+        check_dim(vector)
+    async with pg.cursor() as cur:
+        await cur.execute(_LOCK_CONTENT, (document.id, document.tenant_id))
+        row = await cur.fetchone()
+        if row is None or row[0] != document.content_hash:
+            return False
+        ids = list(embeddings)
+        await cur.execute(
+            _SET_EMBEDDINGS,
+            {
+                "ids": ids,
+                "vectors": [HalfVector(list(embeddings[i])) for i in ids],
+                "document": document.id,
+            },
+        )
+        if cur.rowcount != len(ids):
+            # Same content, yet not these chunks: stored chunks never change without the hash.
+            raise Conflict(f"document {document.key!r} has other chunks than were re-embedded")
+    return True

@@ -9,7 +9,7 @@ graph over every row at the end is several times faster than inserting rows into
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, select, text
@@ -26,7 +26,7 @@ from agent.domain import (
 )
 from datastore.driver import raw_connection
 from datastore.errors import translated
-from datastore.repos.document_writes import document_from, write_batch
+from datastore.repos.document_writes import document_from, replace_embeddings, write_batch
 from datastore.repos.search import SearchRepository
 from datastore.schema import ChunkRow, DocumentRow
 from datastore.schema.documents import HNSW_INDEX
@@ -66,6 +66,24 @@ class DocumentRepository:
             return []
         async with translated(), raw_connection(self._engine) as pg, pg.transaction():
             return await write_batch(pg, tenant_id, documents)
+
+    async def documents_after(
+        self, tenant_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> list[Document]:
+        stmt = select(DOCS).order_by(DOCS.c.id).limit(limit)
+        if tenant_id is not None:
+            stmt = stmt.where(DOCS.c.tenant_id == tenant_id)
+        if after is not None:
+            stmt = stmt.where(DOCS.c.id > after)
+        async with translated(), self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [document_from(r._mapping) for r in rows]
+
+    async def replace_embeddings(
+        self, document: Document, embeddings: Mapping[int, Sequence[float]]
+    ) -> bool:
+        async with translated(), raw_connection(self._engine) as pg, pg.transaction():
+            return await replace_embeddings(pg, document, embeddings)
 
     async def get_document(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document | None:
         stmt = select(DOCS).where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from pgvector import HalfVector
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -66,7 +69,7 @@ class SearchRepository:
             "headline": _HEADLINE,
             **_filter_params(query.filter),
         }
-        async with translated(), raw_connection(self._engine) as pg:
+        async with translated(), raw_connection(self._engine) as pooled, _reading(pooled) as pg:
             in_scope, table_rows = await self._scope(pg, query)
             if in_scope == 0:
                 return SearchResult([], SearchPlan(Strategy.EXACT, 0))
@@ -108,6 +111,26 @@ class SearchRepository:
         )
         row = await cur.fetchone()
         return float(row[0] if row else 0), table_rows
+
+
+@asynccontextmanager
+async def _reading(pg: AsyncPg) -> AsyncIterator[AsyncPg]:
+    """The connection in autocommit while a search reads through it.
+
+    A search only reads, and each statement sees a consistent snapshot of its own; outside a
+    transaction there is nothing to roll back when the connection goes back to the pool, which
+    saves that ROLLBACK's round trip: ~0.3 ms of a ~1.3 ms search (bench/retrieval.py). The mode
+    is restored before the pool sees the connection again; one that cannot be restored is
+    closed, so the pool discards it rather than lend out an autocommit connection for writes.
+    """
+    await pg.set_autocommit(True)  # idle connection: a client-side switch, no round trip
+    try:
+        yield pg
+    finally:
+        try:
+            await pg.set_autocommit(False)
+        except psycopg.Error:
+            await pg.close()
 
 
 def _filter_params(f: SearchFilter) -> dict[str, Any]:
