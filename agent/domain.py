@@ -383,3 +383,66 @@ class ModelSync:
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """One applied version of a tenant's policy file, or of one of its agents' (governed
+    actions: `agent.policy`). Versions are never changed or deleted; the newest one applies."""
+
+    id: int
+    tenant_id: uuid.UUID
+    agent_name: str | None
+    """None: the tenant-wide policy; a name: that agent's, applied on top of the tenant's."""
+    version: int
+    """1, 2, ... per tenant and scope."""
+    source: str
+    """The file as applied, byte for byte (what `policies show` and `diff` print)."""
+    document: JSON
+    """The validated content `source` parsed to."""
+    sha256: str
+    applied_by: str
+    applied_at: datetime
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    """Its run ended another way (it was cancelled) before anyone decided."""
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A proposed action waiting for a person, or what the person decided about it."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    run_id: uuid.UUID
+    agent_name: str
+    step_number: int
+    """The step that proposed the action; the action runs (or is refused) in the next one."""
+    tool: str
+    arguments: JSON
+    """As the model proposed them."""
+    rule: str | None
+    reason: str | None
+    """Why a person must decide: the policy rule and its reason."""
+    policy: JSON
+    """The verdict as recorded on the step, with the policy version that gave it."""
+    provenance: list[JSON]
+    """Arguments that came from untrusted content, and from where."""
+    status: ApprovalStatus
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    final_arguments: JSON | None = None
+    """What was approved: the proposed arguments, or the approver's edit of them."""
+
+    @property
+    def edited(self) -> bool:
+        return self.final_arguments is not None and self.final_arguments != self.arguments

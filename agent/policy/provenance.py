@@ -1,0 +1,164 @@
+"""Provenance: which arguments of a proposed action came from untrusted content.
+
+Untrusted content is everything the run read rather than was told: the passages retrieved for
+the task, and every earlier step's tool result (documents, records, service answers). Trusted
+text is the task input and the agent's instructions. A value in the proposed arguments is
+*tainted* when it appears verbatim (after normalising: NFKC, case-folded, whitespace collapsed)
+in some untrusted content and nowhere in the trusted text. Besides whole values, an email
+address's domain, a URL's host and its query values are checked on their own, so a model that
+assembles `bob@attacker.example` or `https://attacker.example/?q=...` from pieces of a
+document is still caught.
+
+This is a heuristic with a known direction of error: a value the model paraphrased is not
+caught, a value both the task and a document mention is trusted. Policies act on it through
+`[provenance]` and `untrusted = true` conditions; the step records every taint and its sources.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agent.domain import JSON, Step
+from agent.policy.conditions import email_domain, url_host
+
+MIN_CHARS = 5
+"""Shorter values (`POST`, `1000`, `yes`) are everywhere; they say nothing about their origin."""
+MAX_SOURCES = 5
+MAX_VALUE_CHARS = 200
+
+
+def normalise(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    path: str
+    """The argument, as policy conditions name it: `to`, `url`, `body.account`."""
+    where: str
+    """Exactly what was found, for people: `to[1]`, `url (host)`."""
+    value: str
+    sources: tuple[str, ...]
+    """Where it appeared: `passage 3 (Vendor list)`, `step 2 (search_documents)`."""
+
+    def as_json(self) -> JSON:
+        return {
+            "path": self.path,
+            "where": self.where,
+            "value": self.value[:MAX_VALUE_CHARS],
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    label: str
+    text: str
+
+
+class Provenance:
+    """The run's trusted text and the untrusted content it has read so far."""
+
+    def __init__(self, trusted: str) -> None:
+        self._trusted = normalise(trusted)
+        self._sources: list[_Source] = []
+
+    @classmethod
+    def of_run(cls, task: str, instructions: str, history: Sequence[Step]) -> Provenance:
+        provenance = cls(task + "\n" + instructions)
+        for step in history:
+            provenance.read(step)
+        return provenance
+
+    def read(self, step: Step) -> None:
+        """Add what `step` brought into the run: step 1's passages, and its tool's result."""
+        for passage in step.context.get("passages", []) or []:
+            label = f"passage {passage.get('chunk_id')} ({passage.get('title', '')})"
+            self._add(label, str(passage.get("content", "")))
+        if step.tool is not None and step.result:
+            self._add(f"step {step.number} ({step.tool})", "\n".join(_strings(step.result)))
+
+    def _add(self, label: str, text: str) -> None:
+        normalised = normalise(text)
+        if normalised:
+            self._sources.append(_Source(label, normalised))
+
+    def taints(self, arguments: JSON) -> list[Taint]:
+        if not self._sources:
+            return []
+        found: list[Taint] = []
+        for path, where, value in _candidates(arguments):
+            needle = normalise(value)
+            if len(needle) < MIN_CHARS or needle in self._trusted:
+                continue
+            sources = tuple(s.label for s in self._sources if needle in s.text)[:MAX_SOURCES]
+            if sources:
+                found.append(Taint(path, where, value, sources))
+        return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string and number in a JSON value (keys are the tool's, not the content's)."""
+    if isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
+
+
+def _candidates(arguments: JSON) -> Iterator[tuple[str, str, str]]:
+    """(policy path, display path, value) for every value worth tracing, pieces included."""
+    for name, value in arguments.items():
+        yield from _walk(name, name, value)
+
+
+def _walk(path: str, where: str, value: Any) -> Iterator[tuple[str, str, str]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _walk(f"{path}.{key}", f"{where}.{key}", inner)
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from _walk(path, f"{where}[{i}]", inner)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield path, where, str(value)
+    elif isinstance(value, str):
+        yield path, where, value
+        yield from _pieces(path, where, value)
+
+
+def _pieces(path: str, where: str, value: str) -> Iterator[tuple[str, str, str]]:
+    stripped = value.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            inner = json.loads(stripped)
+        except ValueError:
+            inner = None
+        if isinstance(inner, dict | list):
+            yield from _walk(path, where, inner)
+            return
+    if "@" in value and " " not in stripped:
+        domain = email_domain(stripped)
+        if domain:
+            yield path, f"{where} (domain)", domain
+        return
+    if stripped.startswith(("http://", "https://")):
+        host = url_host(stripped)
+        if host:
+            yield path, f"{where} (host)", host
+        try:
+            params = httpx.URL(stripped).params
+        except (httpx.InvalidURL, TypeError):
+            return
+        for key, param in params.multi_items():
+            yield path, f"{where} (query {key})", param
