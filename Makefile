@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The peer frameworks of `make bench-peers` live in their own venv, never in $(VENV).
+PEERS_VENV ?= bench/.peers-venv
 
-.PHONY: up test fast-test engine-test lint typecheck install bench clean
+.PHONY: up test fast-test engine-test lint typecheck install bench bench-peers clean
 
 up: install
 	$(BIN)/garrison up
@@ -43,6 +45,17 @@ bench: install
 	$(BIN)/python -m bench.client_overhead
 	$(BIN)/python -m bench.engine_serving
 	$(BIN)/python -m bench.retrieval
+
+# Garrison against LangGraph, DBOS, pydantic-ai and the OpenAI Agents SDK, per-turn overhead with
+# durable commits (bench/README.md). Options: make bench-peers BENCH_PEERS_ARGS="--runs 10 ..."
+bench-peers: install $(PEERS_VENV)/.installed
+	$(BIN)/python -m bench.durable_overhead --peers-python $(PEERS_VENV)/bin/python $(BENCH_PEERS_ARGS)
+
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet -r bench/peers/requirements.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,44 +1,43 @@
-"""Per-step overhead of the run loop with durable commits, against its floors.
+"""Garrison's side of the durable per-turn overhead benchmark: the real run loop and worker,
+a ``noop`` tool, every step committed to Postgres (fsync on).
 
-A scripted model in a separate process answers instantly, so what is measured is Garrison's own
-cost per turn: context building, the HTTP exchange, validation, a trivial tool, and the step's
-commit to Postgres (fsync on). Floors measured in the same run on the same machine:
-one INSERT+COMMIT, and one raw httpx POST of a decision-sized body to the same model server.
+Runs in Garrison's own virtualenv, one process, measured by the shared harness
+(`bench.peers.harness`) exactly as the peer frameworks are. On its own it is the Garrison-only
+slice of `bench.durable_overhead` (floors included):
 
-    .venv/bin/python -m bench.loop_overhead [--runs 30] [--concurrent 200]
+    .venv/bin/python -m bench.loop_overhead [--runs 30] [--concurrency 1000] ...
 
-Uses GARRISON_DATABASE_URL when set, else a throwaway embedded Postgres.
+which is ``python -m bench.durable_overhead --frameworks garrison ...``. The orchestrator starts
+it as ``python -m bench.loop_overhead --runner --db-url ... --model-url ... --result-file ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import multiprocessing
-import os
-import statistics
-import tempfile
+import importlib.metadata
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx
-import psycopg
 from pydantic import Field
 
-from agent.domain import Principal, Role
+from agent.domain import Principal, Role, RunStatus
 from agent.loop import RunLoop
 from agent.outbox.settings import OutboxSettings
-from agent.runtime import Services, Settings, open_services
+from agent.runtime import Settings, open_services
 from agent.settings import AgentSettings
 from agent.tools import build_tools
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 from agent.worker import Worker
-from datastore.embedded import EmbeddedPostgres
+from bench.peers import harness
 from datastore.settings import DatabaseSettings
 from serving.settings import ServingSettings
-from serving.testing.scripted import ScriptedModelServer
+
+REPO = Path(__file__).resolve().parent.parent
+STALL_S = 60.0
+CODE_DIRS = ("agent", "datastore", "serving")
 
 
 class NoopArgs(ToolArguments):
@@ -53,174 +52,134 @@ class Noop(Tool[NoopArgs]):
     arguments = NoopArgs
 
     async def run(self, args: NoopArgs, ctx: ToolContext) -> ToolResult:
-        return ToolResult(data={"ok": True})
+        harness.record_tool_call()
+        # Echoing the note makes every result new information, as a real tool's would be, so
+        # loop detection (which stops runs that learn nothing) lets the 50-turn runs go on.
+        return ToolResult(data={"ok": True, "note": args.note})
 
 
-def respond(request: dict[str, Any]) -> str:
-    """Call `noop` until the task's turn count is reached, then `finish`."""
-    messages = request["messages"]
-    wanted = int(messages[1]["content"].split("turns=")[1].split()[0])
-    done = (len(messages) - 2) // 2
-    if done + 1 < wanted:
-        return json.dumps({"tool": "noop", "arguments": {"note": f"turn {done + 1}"}})
-    return json.dumps({"tool": "finish", "arguments": {"answer": "done"}})
-
-
-def serve_model(port_out: Any) -> None:
-    server = ScriptedModelServer().start()
-    server.set_responder(respond)
-    port_out.put(server.base_url)
-    while True:
-        time.sleep(3600)
-
-
-async def floors(url: str, model_url: str, n: int = 300) -> dict[str, float]:
-    commit: list[float] = []
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        await conn.execute("CREATE TEMP TABLE floor (id bigserial, body jsonb)")
-        await conn.commit()
-        for _ in range(n):
-            t = time.perf_counter()
-            await conn.execute("INSERT INTO floor (body) VALUES (%s)", ['{"x": 1}'])
-            await conn.commit()
-            commit.append((time.perf_counter() - t) * 1000)
-    body = json.dumps(
-        {"model": "m", "messages": [{"role": "user", "content": "turns=2 x"}] * 2}
-    ).encode()
-    http: list[float] = []
-    async with httpx.AsyncClient() as client:
-        for _ in range(n):
-            t = time.perf_counter()
-            r = await client.post(
-                f"{model_url}/chat/completions",
-                content=body,
-                headers={"Content-Type": "application/json"},
-            )
-            r.raise_for_status()
-            http.append((time.perf_counter() - t) * 1000)
-    return {"commit": statistics.median(commit), "http": statistics.median(http)}
-
-
-async def setup(services: Services) -> Principal:
-    tenant = await services.tenancy.create_tenant("bench", actor="bench")
-    await services.store.agents.put_agent(
-        tenant.id,
-        "bench",
-        instructions="Benchmark agent.",
-        allowed_tools=["noop", "finish"],
-        model_role="decide",
-        max_steps=1000,
-        retrieval_k=0,
-    )
-    _key, secret = await services.keys.create("bench", "bench", [Role.CLIENT], actor="bench")
-    return await services.keys.authenticate(secret)
-
-
-async def per_step(
-    services: Services, loop: RunLoop, who: Principal, turns: int, runs: int
-) -> dict[str, float]:
-    per_turn: list[float] = []
-    model: list[float] = []
-    worker = Worker(services.store.runs, loop, services.settings.agent, "bench-seq")
-    for _ in range(runs):
-        run = await services.runs.submit(who, "bench", f"turns={turns} go")
-        t = time.perf_counter()
-        await worker.run_until_idle()
-        per_turn.append((time.perf_counter() - t) * 1000 / turns)
-        steps = await services.runs.steps(run.id, who.tenant_id)
-        assert len(steps) == turns, f"expected {turns} steps, got {len(steps)}"
-        model.append(statistics.mean(s.model_ms for s in steps))
-    return {"p50": statistics.median(per_turn), "model": statistics.median(model)}
-
-
-async def throughput(
-    services: Services, loop: RunLoop, who: Principal, runs: int, turns: int
-) -> float:
-    for _ in range(runs):
-        await services.runs.submit(who, "bench", f"turns={turns} go")
-    settings = services.settings.agent.model_copy(update={"worker_concurrency": runs})
-    worker = Worker(services.store.runs, loop, settings, "bench-par")
-    t = time.perf_counter()
-    task = asyncio.create_task(worker.run_forever())
-    while worker.completed < runs:  # noqa: ASYNC110 - polling a counter is the measurement
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - t
-    worker.stop()
-    await task
-    return runs * turns / elapsed
-
-
-async def main_async(args: argparse.Namespace, db_url: str, model_url: str) -> None:
-    settings = Settings(
-        database=DatabaseSettings(database_url=db_url, db_pool_size=20),
-        serving=ServingSettings(chat_url=model_url, embed_url=model_url),
-        agent=AgentSettings(poll_interval_s=0.01),
-    )
-    services = await open_services(settings, db_url, upgrade=True)
+def _version() -> str:
+    version = importlib.metadata.version("garrison")
     try:
-        who = await setup(services)
-        loop = RunLoop(
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", *CODE_DIRS],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return version
+    return f"{version} @ {sha}{' + uncommitted changes' if dirty else ''}"
+
+
+class Garrison(harness.Framework):
+    name = "Garrison"
+    persists = (
+        "per turn, one transaction: the guarded UPDATE of the run (step count, tokens, status; "
+        "its trigger appends a run_events row and NOTIFYs) and the INSERT of the step row "
+        "(context summary, model attempts, action, result, timings); per run, the run row at "
+        "submit and the claim (lease) UPDATE"
+    )
+
+    def __init__(self, ctx: harness.Context) -> None:
+        self.version = _version()
+        self._settings = Settings(
+            database=DatabaseSettings(database_url=ctx.db_url, db_pool_size=harness.POOL_SIZE),
+            serving=ServingSettings(chat_url=ctx.model_url, embed_url=ctx.model_url),
+            agent=AgentSettings(poll_interval_s=0.01),
+        )
+        self._ctx = ctx
+        self._pending: list[tuple[uuid.UUID, int]] = []
+
+    async def open(self) -> None:
+        self._services = await open_services(self._settings, self._ctx.db_url, upgrade=True)
+        services = self._services
+        tenant = await services.tenancy.create_tenant("bench", actor="bench")
+        await services.store.agents.put_agent(
+            tenant.id,
+            "bench",
+            instructions="Benchmark agent.",
+            allowed_tools=["noop", "finish"],
+            model_role="decide",
+            max_steps=1000,
+            retrieval_k=0,
+        )
+        _key, secret = await services.keys.create("bench", "bench", [Role.CLIENT], actor="bench")
+        self._who: Principal = await services.keys.authenticate(secret)
+        self._loop = RunLoop(
             runs=services.store.runs,
             agents=services.store.agents,
             documents=services.store.documents,
             models=services.models,
             tools={**build_tools(OutboxSettings()), "noop": Noop()},
-            settings=settings.agent,
+            settings=self._settings.agent,
         )
-        f = await floors(db_url, model_url)
-        await per_step(services, loop, who, 5, 3)  # warm-up
-        five = await per_step(services, loop, who, 5, args.runs)
-        fifty = await per_step(services, loop, who, 50, max(3, args.runs // 5))
-        rate = await throughput(services, loop, who, args.concurrent, 5)
-    finally:
-        await services.aclose()
-    loop5 = five["p50"] - five["model"]
-    loop50 = fifty["p50"] - fifty["model"]
-    print(f"\nfloors: INSERT+COMMIT p50 {f['commit']:.3f} ms | ", end="")
-    print(f"raw httpx POST to the model p50 {f['http']:.3f} ms\n")
-    print(f"{'measure':<48}{'value':>12}{'ratio':>22}")
-    rows = [
-        (
-            "per turn, 5-turn runs, p50 (ms)",
-            five["p50"],
-            f"{five['p50'] / (f['commit'] + f['http']):.2f}x commit+http",
-        ),
-        ("  of which model HTTP exchange (ms)", five["model"], ""),
-        ("  loop + tool + durable commit (ms)", loop5, f"{loop5 / f['commit']:.2f}x one commit"),
-        (
-            "per turn, 50-turn runs, p50 (ms)",
-            fifty["p50"],
-            f"{fifty['p50'] / five['p50']:.2f}x the 5-turn cost",
-        ),
-        ("  loop + tool + durable commit (ms)", loop50, f"{loop50 / f['commit']:.2f}x one commit"),
-        (f"steps/s, {args.concurrent} concurrent 5-turn runs", rate, "1 worker process"),
-    ]
-    for name, value, ratio in rows:
-        print(f"{name:<48}{value:>12.3f}{ratio:>22}")
+        self._worker = Worker(services.store.runs, self._loop, self._settings.agent, "bench-seq")
+
+    async def run(self, turns: int) -> None:
+        # Submitting is part of a run's cost, as starting a workflow or a graph is for the peers.
+        # run_until_idle ends with one empty claim (a read-only transaction), counted here too.
+        run = await self._services.runs.submit(self._who, "bench", f"turns={turns} go")
+        await self._worker.run_until_idle()
+        self._pending.append((run.id, turns))
+
+    async def run_many(self, runs: int, turns: int) -> None:
+        for _ in range(runs):
+            run = await self._services.runs.submit(self._who, "bench", f"turns={turns} go")
+            self._pending.append((run.id, turns))
+        settings = self._settings.agent.model_copy(update={"worker_concurrency": runs})
+        worker = Worker(self._services.store.runs, self._loop, settings, "bench-par")
+        task = asyncio.create_task(worker.run_forever())
+        done, progress_at = 0, time.monotonic()
+        try:
+            while worker.completed < runs:  # polling a counter is the measurement
+                await asyncio.sleep(0.005)
+                if worker.completed != done:
+                    done, progress_at = worker.completed, time.monotonic()
+                elif time.monotonic() - progress_at > STALL_S:
+                    # A run that raised mid-drive is never counted: fail instead of waiting.
+                    raise RuntimeError(f"no run finished for {STALL_S:.0f} s ({done}/{runs} done)")
+        finally:
+            worker.stop()
+            await task
+
+    async def after_phase(self) -> None:
+        """Check every run of the phase succeeded with all its steps; collect their model times."""
+        for run_id, turns in self._pending:
+            run = await self._services.runs.get(run_id, self._who.tenant_id)
+            steps = await self._services.runs.steps(run_id, self._who.tenant_id)
+            if run.status != RunStatus.SUCCEEDED or len(steps) != turns:
+                raise RuntimeError(
+                    f"run {run_id}: {run.status} with {len(steps)} steps, expected "
+                    f"succeeded with {turns} ({run.failure_code}: {run.failure_detail})"
+                )
+            harness.MODEL_MS.extend(s.model_ms for s in steps)
+        self._pending.clear()
+
+    async def aclose(self) -> None:
+        await self._services.aclose()
+
+
+async def open_garrison(ctx: harness.Context) -> harness.Framework:
+    garrison = Garrison(ctx)
+    await garrison.open()
+    return garrison
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--concurrent", type=int, default=200)
-    args = parser.parse_args()
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    model = ctx.Process(target=serve_model, args=(queue,), daemon=True)
-    model.start()
-    model_url = queue.get(timeout=30)
-    embedded = None
-    db_url = os.environ.get("GARRISON_DATABASE_URL")
-    if not db_url:
-        tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
-        embedded = EmbeddedPostgres(tmp)
-        db_url = embedded.start()
-    try:
-        asyncio.run(main_async(args, db_url, model_url))
-    finally:
-        model.terminate()
-        if embedded is not None:
-            embedded.stop()
+    if "--runner" in sys.argv:
+        sys.argv.remove("--runner")
+        harness.main(open_garrison)
+        return
+    from bench import durable_overhead
+
+    durable_overhead.main(["--frameworks", "garrison", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
