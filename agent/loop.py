@@ -144,7 +144,8 @@ class RunLoop:
             )
             return await self._runs.finish_without_step(run.id, worker_id, outcome)
         tools = [self._tools[name] for name in agent.allowed_tools if name in self._tools]
-        history = await self._runs.list_steps(run.id, None)
+        # A fresh run has no history to read back; a resumed or forked one does.
+        history = await self._runs.list_steps(run.id, None) if run.step_count else []
         passages = passages_from_record(history[0].context) if history else None
         while not run.status.terminal and not should_stop():
             limit = past_step_limit(agent, run.step_count)

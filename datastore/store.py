@@ -16,6 +16,7 @@ from datastore import migrate
 from datastore.embedded import EmbeddedPostgres
 from datastore.engine import create_async
 from datastore.errors import translated
+from datastore.fastpath import FastPath
 from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
@@ -31,6 +32,8 @@ from datastore.settings import DatabaseSettings
 class Datastore:
     url: str
     engine: AsyncEngine
+    fast: FastPath = field(init=False)
+    """Plain psycopg connections for the worker's per-run and per-step statements."""
     tenants: TenantRepository = field(init=False)
     keys: KeyRepository = field(init=False)
     agents: AgentRepository = field(init=False)
@@ -43,10 +46,11 @@ class Datastore:
     forks: ForkRepository = field(init=False)
 
     def __post_init__(self) -> None:
+        self.fast = FastPath(self.url)
         self.tenants = TenantRepository(self.engine)
         self.keys = KeyRepository(self.engine)
-        self.agents = AgentRepository(self.engine)
-        self.runs = RunRepository(self.engine, self.url)
+        self.agents = AgentRepository(self.engine, self.fast)
+        self.runs = RunRepository(self.engine, self.url, self.fast)
         self.documents = DocumentRepository(self.engine)
         self.audit = AuditRepository(self.engine)
         self.models = ModelDeploymentRepository(self.engine)
@@ -60,6 +64,7 @@ class Datastore:
 
     async def close(self) -> None:
         await self.runs.close()
+        await self.fast.close()
         await self.engine.dispose()
 
 

@@ -1,33 +1,32 @@
-"""The OpenAI-compatible wire adapter: chat, embeddings and a liveness probe over httpx.
+"""The OpenAI-compatible wire adapter: chat, embeddings and a liveness probe over HTTP.
 
 This module speaks the OpenAI HTTP dialect that vLLM serves and turns answers into
 ``serving.types`` results and failures into ``serving.errors``. It does not choose prompts,
 parse actions, retry, or know which model can do what; those live with the callers.
 
 The hot path is deliberately bare (one ``json.dumps``, one ``json.loads``, no pydantic, one
-keep-alive ``AsyncClient``): the agent loop calls it once per turn and its overhead is budgeted
-at well under a millisecond against a raw httpx POST (see ``bench/client_overhead.py``).
+keep-alive session, see ``serving.transport``): the agent loop calls it once per turn and its
+overhead is budgeted at well under a millisecond (see ``bench/client_overhead.py``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
+import aiohttp
 
 from serving.errors import (
     BODY_EXCERPT_CHARS,
     ModelHTTPError,
     ModelOutputError,
-    ModelTimeout,
     ModelUnavailable,
     ServingError,
 )
 from serving.settings import ServingSettings
+from serving.transport import HttpAnswer, HttpTransport
 from serving.types import ChatResult, EmbeddingResult, Message, Usage
 
 # Gateway statuses mean the engine behind the URL is down or still loading, not that the
@@ -46,7 +45,7 @@ class OpenAICompatibleClient:
         model: str,
         api_key: str | None = None,
         timeout_s: float = 60.0,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         embed_batch_size: int = 64,
     ) -> None:
         if not base_url:
@@ -61,16 +60,12 @@ class OpenAICompatibleClient:
         self._embed_url = f"{base}/embeddings"
         self._models_url = f"{base}/models"
         self._batch = embed_batch_size
-        # Headers and timeout go on every request so that a caller-supplied AsyncClient (shared
-        # pool, test transport) still gets our deadline and credentials.
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # Headers and timeout go on every request so that a caller-supplied session (a shared
+        # pool) still gets our deadline and credentials.
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = httpx.Timeout(timeout_s)
-        self._owns_http = http is None
-        # trust_env=False: an HTTP(S)_PROXY meant for the internet must not silently route
-        # loopback engine traffic through a proxy. Pass your own AsyncClient if you need one.
-        self._http = http or httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = HttpTransport(self._where, headers, timeout_s, http)
 
     async def __aenter__(self) -> Self:
         return self
@@ -85,8 +80,7 @@ class OpenAICompatibleClient:
 
     async def aclose(self) -> None:
         """Close the connection pool, unless the caller supplied (and so owns) it."""
-        if self._owns_http:
-            await self._http.aclose()
+        await self._http.aclose()
 
     async def chat(
         self,
@@ -161,42 +155,19 @@ class OpenAICompatibleClient:
         """Return if ``GET /models`` answers 2xx; raise the typed serving error otherwise."""
         await self._exchange(self._models_url, None)
 
-    async def _exchange(self, url: str, body: bytes | None) -> tuple[httpx.Response, float]:
-        start = time.perf_counter()
-        try:
-            if body is None:
-                response = await self._http.get(url, headers=self._headers, timeout=self._timeout)
-            else:
-                response = await self._http.post(
-                    url, content=body, headers=self._headers, timeout=self._timeout
-                )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self._transport_error(exc) from exc
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        if not response.is_success:
+    async def _exchange(self, url: str, body: bytes | None) -> tuple[HttpAnswer, float]:
+        response = await self._http.request("GET" if body is None else "POST", url, body)
+        if not response.ok:
             raise self._status_error(response)
-        return response, latency_ms
+        return response, response.latency_ms
 
-    def _transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL) -> ServingError:
-        """The one place httpx failures become serving errors."""
-        kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return ModelTimeout(f"{self._where} did not answer within the deadline ({kind})")
-        if isinstance(exc, httpx.DecodingError):
-            return ModelOutputError(f"{self._where} sent an undecodable body ({kind})")
-        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
-            return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({kind})")
-        # ConnectError (refused, DNS), ReadError/RemoteProtocolError (reset or closed before an
-        # answer) and anything else on the transport: the engine cannot be reached right now.
-        return ModelUnavailable(f"{self._where} is unreachable ({kind}: {exc})")
-
-    def _status_error(self, response: httpx.Response) -> ServingError:
+    def _status_error(self, response: HttpAnswer) -> ServingError:
         text = self._redact(response.text)
-        if response.status_code in _UNAVAILABLE_STATUSES:
+        if response.status in _UNAVAILABLE_STATUSES:
             return ModelUnavailable(
-                f"{self._where} answered HTTP {response.status_code}: {_excerpt(text)}"
+                f"{self._where} answered HTTP {response.status}: {_excerpt(text)}"
             )
-        return ModelHTTPError(response.status_code, text[:BODY_EXCERPT_CHARS])
+        return ModelHTTPError(response.status, text[:BODY_EXCERPT_CHARS])
 
     def _redact(self, text: str) -> str:
         # Some proxies echo request headers in error pages; never let the key reach a log.
@@ -204,16 +175,16 @@ class OpenAICompatibleClient:
             return text.replace(self._api_key, "[redacted]")
         return text
 
-    def _loads(self, response: httpx.Response) -> Any:
+    def _loads(self, response: HttpAnswer) -> Any:
         try:
-            return json.loads(response.content)
+            return json.loads(response.body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise ModelOutputError(
                 f"{self._where} answered with a body that is not JSON: "
                 f"{_excerpt(self._redact(response.text))}"
             ) from exc
 
-    def _vectors(self, data: Any, expected: int, response: httpx.Response) -> list[list[float]]:
+    def _vectors(self, data: Any, expected: int, response: HttpAnswer) -> list[list[float]]:
         try:
             rows = sorted(data["data"], key=lambda row: row["index"])
             vectors = [row["embedding"] for row in rows]
@@ -233,7 +204,7 @@ class OpenAICompatibleClient:
 
 
 def chat_client(
-    settings: ServingSettings, *, http: httpx.AsyncClient | None = None
+    settings: ServingSettings, *, http: aiohttp.ClientSession | None = None
 ) -> OpenAICompatibleClient:
     """The chat client described by ``settings``; ModelUnavailable if no chat URL is set."""
     if settings.chat_url is None:
@@ -242,7 +213,7 @@ def chat_client(
 
 
 def embed_client(
-    settings: ServingSettings, *, http: httpx.AsyncClient | None = None
+    settings: ServingSettings, *, http: aiohttp.ClientSession | None = None
 ) -> OpenAICompatibleClient:
     """The embedding client described by ``settings``; ModelUnavailable if no embed URL is set."""
     if settings.embed_url is None:
@@ -251,7 +222,7 @@ def embed_client(
 
 
 def _from_settings(
-    settings: ServingSettings, url: str, model: str, http: httpx.AsyncClient | None
+    settings: ServingSettings, url: str, model: str, http: aiohttp.ClientSession | None
 ) -> OpenAICompatibleClient:
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
     return OpenAICompatibleClient(

@@ -42,6 +42,8 @@ from agent.domain import (
 )
 from agent.errors import IllegalTransition, LeaseLost
 from datastore.errors import translated
+from datastore.fastpath import FastPath
+from datastore.repos.run_queue import RunQueue
 from datastore.repos.step_commits import StepCommit, StepCommitter
 from datastore.schema import RunRow, StepRow
 
@@ -126,16 +128,15 @@ def _moves(target: RunStatus, *sources: RunStatus) -> str:
 
 
 class RunRepository:
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, fast: FastPath) -> None:
         self._engine = engine
         self._commits = StepCommitter(url)
+        self._queue = RunQueue(fast)
 
     async def create_run(
         self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
     ) -> Run:
-        stmt = insert(RUNS).values(_new_run(tenant_id, agent, input, api_key_id)).returning(*RUNS.c)
-        async with translated(), self._engine.begin() as conn:
-            return _run((await conn.execute(stmt)).one())
+        return _run(await self._queue.create(tenant_id, agent.id, agent.name, input, api_key_id))
 
     async def insert_keyed_run(
         self,
@@ -196,6 +197,8 @@ class RunRepository:
         return [_run(r) for r in rows]
 
     async def list_steps(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> list[Step]:
+        if tenant_id is None:  # the worker resuming a run: the fast path
+            return [_step(r) for r in await self._queue.steps(run_id)]
         stmt = select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.number)
         if tenant_id is not None:
             stmt = stmt.where(STEPS.c.tenant_id == tenant_id)
@@ -206,104 +209,14 @@ class RunRepository:
     async def claim_next(
         self, worker_id: str, lease_seconds: float, max_attempts: int | None = None
     ) -> Run | None:
-        # SKIP LOCKED lets any number of workers poll the same table without blocking each other;
-        # a running run whose lease expired belongs to a dead worker and is claimable again.
-        candidate = (
-            select(RUNS.c.id)
-            .where(
-                or_(
-                    RUNS.c.status == RunStatus.QUEUED.value,
-                    and_(
-                        RUNS.c.status == RunStatus.RUNNING.value,
-                        RUNS.c.lease_expires_at < func.now(),
-                    ),
-                )
-            )
-            .order_by(RUNS.c.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        # The claimed run is not always driven: a cancel requested while it was running ends it
-        # here, and a run whose workers died on every allowed attempt is parked (a poison run
-        # must not take down worker after worker). Either comes back without a lease.
-        cancel = RUNS.c.cancel_requested_at.is_not(None)
-        park: ColumnElement[bool] = false()
-        if max_attempts is not None:
-            park = and_(
-                RUNS.c.status == RunStatus.RUNNING.value,
-                RUNS.c.stalled_attempts >= max_attempts,
-            )
-        ends = or_(cancel, park)
-        queued, running = RunStatus.QUEUED, RunStatus.RUNNING
-        cancelled = RunOutcome.cancelled("cancelled before its next step")
-        lost = RunOutcome.parked("its worker was lost on each of {n} attempts")
-        lost_detail = func.replace(lost.failure_detail, "{n}", RUNS.c.stalled_attempts.cast(Text))
-        stmt = (
-            update(RUNS)
-            .where(RUNS.c.id == candidate)
-            .values(
-                status=case(
-                    (cancel, _moves(RunStatus.CANCELLED, queued, running)),
-                    (park, _moves(RunStatus.PARKED, running)),
-                    else_=_moves(running, queued, running),
-                ),
-                worker_id=case((ends, null()), else_=worker_id),
-                lease_expires_at=case((ends, null()), else_=_lease_until(lease_seconds)),
-                attempts=case((ends, RUNS.c.attempts), else_=RUNS.c.attempts + 1),
-                stalled_attempts=case(
-                    (ends, RUNS.c.stalled_attempts), else_=RUNS.c.stalled_attempts + 1
-                ),
-                started_at=func.coalesce(RUNS.c.started_at, func.now()),
-                finished_at=case((cancel, func.now()), else_=RUNS.c.finished_at),
-                failure_code=case(
-                    (cancel, cancelled.failure_code),
-                    (park, lost.failure_code),
-                    else_=RUNS.c.failure_code,
-                ),
-                failure_detail=case(
-                    (cancel, cancelled.failure_detail),
-                    (park, lost_detail),
-                    else_=RUNS.c.failure_detail,
-                ),
-            )
-            .returning(*RUNS.c)
-        )
-        async with translated(), self._engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await self._queue.claim(worker_id, lease_seconds, max_attempts)
         return None if row is None else _run(row)
 
     async def renew_lease(self, run_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
-        stmt = (
-            update(RUNS)
-            .where(
-                RUNS.c.id == run_id,
-                RUNS.c.worker_id == worker_id,
-                RUNS.c.status == RunStatus.RUNNING.value,
-            )
-            .values(lease_expires_at=_lease_until(lease_seconds))
-            .returning(RUNS.c.id)
-        )
-        async with translated(), self._engine.begin() as conn:
-            return (await conn.execute(stmt)).first() is not None
+        return await self._queue.renew(run_id, worker_id, lease_seconds)
 
     async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
-        # A clean hand-over is not a lost worker: the claim is given back, so rolling restarts
-        # never push a healthy run towards `max_run_attempts` and parking.
-        stmt = (
-            update(RUNS)
-            .where(
-                RUNS.c.id == run_id,
-                RUNS.c.worker_id == worker_id,
-                RUNS.c.status == RunStatus.RUNNING.value,
-            )
-            .values(
-                lease_expires_at=func.now(),
-                stalled_attempts=func.greatest(RUNS.c.stalled_attempts - 1, 0),
-            )
-        )
-        async with translated(), self._engine.begin() as conn:
-            await conn.execute(stmt)
+        await self._queue.release(run_id, worker_id)
 
     def _outcome_values(
         self, outcome: RunOutcome, current: RunStatus = RunStatus.RUNNING

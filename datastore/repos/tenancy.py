@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.domain import AgentDefinition, ApiKey, Principal, Role, Tenant
 from datastore.errors import translated
+from datastore.fastpath import FastPath
 from datastore.schema import AgentRow, ApiKeyRow, TenantRow
 
 # `last_used_at` is advisory; writing it on every request would add a commit to each call.
@@ -149,8 +150,9 @@ class KeyRepository:
 
 
 class AgentRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, fast: FastPath) -> None:
         self._engine = engine
+        self._fast = fast
 
     async def put_agent(
         self,
@@ -184,15 +186,16 @@ class AgentRepository:
             row = (await conn.execute(stmt)).one()
         return _agent(row)
 
+    # Both lookups run once per submitted or claimed run: one prepared statement each.
     async def get_agent(self, tenant_id: uuid.UUID, name: str) -> AgentDefinition | None:
-        stmt = select(AgentRow).where(AgentRow.tenant_id == tenant_id, AgentRow.name == name)
-        async with translated(), self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await self._fast.fetchone(
+            "SELECT * FROM agents WHERE tenant_id = %(tenant_id)s AND name = %(name)s",
+            {"tenant_id": tenant_id, "name": name},
+        )
         return None if row is None else _agent(row)
 
     async def get_agent_by_id(self, agent_id: uuid.UUID) -> AgentDefinition | None:
-        async with translated(), self._engine.connect() as conn:
-            row = (await conn.execute(select(AgentRow).where(AgentRow.id == agent_id))).first()
+        row = await self._fast.fetchone("SELECT * FROM agents WHERE id = %(id)s", {"id": agent_id})
         return None if row is None else _agent(row)
 
     async def list_agents(self, tenant_id: uuid.UUID | None = None) -> list[AgentDefinition]:

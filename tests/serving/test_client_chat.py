@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from serving.client import OpenAICompatibleClient
@@ -178,10 +178,10 @@ async def test_supplied_http_client_gets_our_headers_and_stays_open(
     server: ScriptedModelServer,
 ) -> None:
     server.enqueue("hi")
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         async with OpenAICompatibleClient(
             server.base_url, model="m", api_key="k-1", http=http
         ) as client:
             assert (await client.chat(MESSAGES)).content == "hi"
-        assert not http.is_closed  # the caller owns it
+        assert not http.closed  # the caller owns it
     assert server.requests[-1].headers["authorization"] == "Bearer k-1"

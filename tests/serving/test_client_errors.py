@@ -159,7 +159,7 @@ async def test_api_key_never_appears_in_messages(
 
 def test_credentials_in_url_stay_out_of_messages() -> None:
     client = OpenAICompatibleClient("http://admin:hunter2@127.0.0.1:9/v1", model="m")
-    err = client._transport_error(ConnectionRefusedError("refused"))  # type: ignore[arg-type]
+    err = client._http.transport_error(ConnectionRefusedError("refused"))
     assert "hunter2" not in str(err)
     assert "http://127.0.0.1:9/v1" in str(err)
 

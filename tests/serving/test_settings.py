@@ -85,5 +85,5 @@ async def test_client_from_settings_uses_key_and_model(monkeypatch: pytest.Monke
 
     async with chat_client(ServingSettings()) as client:
         assert client.model == "garrison-decide"
-        assert client._headers["Authorization"] == "Bearer sk-secret-value"
+        assert client._http.headers["Authorization"] == "Bearer sk-secret-value"
         assert client._chat_url == "http://127.0.0.1:8001/v1/chat/completions"
