@@ -15,3 +15,13 @@ CANCELLED: Final = "cancelled"
 """Someone cancelled the run (API or CLI); a running run stops at its next step boundary."""
 WORKER_LOST: Final = "worker_lost"
 """The worker driving the run died on every allowed attempt: the run is parked for an operator."""
+POLICY_DENIED: Final = "policy_denied"
+"""A policy denied the proposed action (it never ran; the model is told), or, as a run's failure,
+the run's actions were refused `GARRISON_POLICY_MAX_DENIALS` times."""
+APPROVAL_DENIED: Final = "approval_denied"
+"""An approver denied the proposed action; it never ran and the model is told why."""
+APPROVAL_EXPIRED: Final = "approval_expired"
+"""Nobody decided a pending approval before it expired: the run fails."""
+APPROVAL_MISSING: Final = "approval_missing"
+"""A step waits on an approval this run does not have (a fork copied the waiting step): the
+action is not run, and the model is told."""

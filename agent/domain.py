@@ -214,6 +214,11 @@ class RunOutcome:
         """How a run whose worker keeps dying is set aside for an operator."""
         return cls(RunStatus.PARKED, failure_code=codes.WORKER_LOST, failure_detail=detail)
 
+    @classmethod
+    def approval_expired(cls, detail: str) -> RunOutcome:
+        """How a run ends when nobody decided its pending approval in time."""
+        return cls(RunStatus.FAILED, failure_code=codes.APPROVAL_EXPIRED, failure_detail=detail)
+
 
 @dataclass(frozen=True, slots=True)
 class Document:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,9 +28,11 @@ from agent.domain import (
     Run,
     RunOutcome,
     RunStatus,
+    SearchFilter,
     Step,
     StepStatus,
 )
+from agent.policy.gate import Governance, RunGate
 from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
 from agent.services.search import MAX_K, MAX_QUERY_CHARS, SearchService
 from agent.settings import AgentSettings
@@ -63,6 +67,9 @@ class StepDraft:
     tool_ms: float = 0.0
     deployment: str | None = None
     """The deployment whose answer became the step's action."""
+    notes: JSON = field(default_factory=dict)
+    """More about the decision, merged into `Step.decision` (a policy verdict, provenance,
+    an approval)."""
 
     def freeze(
         self,
@@ -76,6 +83,7 @@ class StepDraft:
         if action is not None:
             decision["action"] = {"tool": action.tool, "arguments": action.arguments}
             decision["deployment"] = self.deployment
+        decision.update(self.notes)
         return Step(
             run_id=self.run_id,
             number=self.number,
@@ -125,6 +133,7 @@ class RunLoop:
         models: ModelResolver,
         tools: Mapping[str, Tool[Any]],
         settings: AgentSettings,
+        governance: Governance | None = None,
     ) -> None:
         self._runs = runs
         self._agents = agents
@@ -132,6 +141,10 @@ class RunLoop:
         self._models = models
         self._tools = tools
         self._settings = settings
+        self._governance = governance
+        # The gate of each run being driven, for `take_step` and `_retrieve` (whose signatures
+        # replay shares). Weak values: an entry lives exactly as long as its `drive` call.
+        self._gates: weakref.WeakValueDictionary[uuid.UUID, RunGate] = weakref.WeakValueDictionary()
 
     async def drive(
         self, run: Run, worker_id: str, should_stop: Callable[[], bool] = lambda: False
@@ -147,7 +160,20 @@ class RunLoop:
         # A fresh run has no history to read back; a resumed or forked one does.
         history = await self._runs.list_steps(run.id, None) if run.step_count else []
         passages = passages_from_record(history[0].context) if history else None
-        while not run.status.terminal and not should_stop():
+        gate = None
+        if self._governance is not None:
+            # Policies are read once per drive, not per step (`agent.policy.gate`).
+            gate = self._gates[run.id] = await self._governance.open(run, agent, history)
+            if gate.resume_due and not should_stop():
+                step, outcome, effects = await self.take_approved_step(run, tools, history, gate)
+                if outcome.status is None:
+                    outcome = past_step_limit(agent, step.number) or outcome
+                run = await self._runs.record_step(step, worker_id, outcome, effects)
+                history.append(step)
+                await self._committed(gate, step, effects)
+        # Only a running run takes another step: one that now awaits approval is no longer
+        # this worker's (its step commit let go of the lease).
+        while run.status is RunStatus.RUNNING and not should_stop():
             limit = past_step_limit(agent, run.step_count)
             if limit is not None:
                 return await self._runs.finish_without_step(run.id, worker_id, limit)
@@ -158,7 +184,17 @@ class RunLoop:
                 outcome = past_step_limit(agent, step.number) or outcome
             run = await self._runs.record_step(step, worker_id, outcome, effects)
             history.append(step)
+            if gate is not None:
+                await self._committed(gate, step, effects)
         return run
+
+    async def _committed(self, gate: RunGate, step: Step, effects: Sequence[OutboxEffect]) -> None:
+        gate.read(step)
+        try:
+            await gate.audit(step, effects)
+        except Exception:
+            # The step is committed and is the record; a lost audit entry must not fail the run.
+            log.exception("run %s step %d: audit entry not written", step.run_id, step.number)
 
     async def take_step(
         self,
@@ -203,12 +239,66 @@ class RunLoop:
             detail = f"no valid action after {self._settings.max_decision_attempts} attempts"
             return _failed(draft, codes.INVALID_MODEL_OUTPUT, detail)
 
+        # Governed actions: the policy judges the action before anything runs.
+        gate = self._gates.get(run.id)
+        if gate is not None:
+            ruling = gate.rule(action, history)
+            draft.notes.update(ruling.notes)
+            if ruling.action is None:  # denied, or parked for a person: nothing runs
+                step = draft.freeze(StepStatus.COMPLETED, action=action, result=ruling.result)
+                return step, ruling.outcome, ()
+
         tool_ctx = ToolContext(
             tenant_id=run.tenant_id,
             run_id=run.id,
             step_number=draft.number,
             documents=self._documents,
             embedder=self._models.embedder(),
+            search_tags=gate.search_tags if gate is not None else (),
+        )
+        t0 = time.perf_counter()
+        try:
+            result = await by_name[action.tool].run(action.args, tool_ctx)
+        except ServingError as exc:
+            draft.tool_ms = (time.perf_counter() - t0) * 1000
+            return _failed(draft, exc.code, exc.message, action)
+        draft.tool_ms = (time.perf_counter() - t0) * 1000
+        draft.prompt_tokens += result.prompt_tokens
+        step = draft.freeze(StepStatus.COMPLETED, action=action, result=result.data)
+        if result.final_answer is not None:
+            return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer), result.effects
+        return step, RunOutcome(), result.effects
+
+    async def take_approved_step(
+        self, run: Run, tools: Sequence[Tool[Any]], history: Sequence[Step], gate: RunGate
+    ) -> TakenStep:
+        """The step after a person decided on the last step's action. No model is asked: the
+        approved (perhaps edited) action runs, or the refusal is recorded for the model. It
+        commits under the same guard as any step, so a worker that dies before the commit
+        leaves nothing behind and the next claim takes this step again: the action's side
+        effects are queued exactly once."""
+        gated = history[-1]
+        draft = StepDraft(
+            run_id=run.id,
+            number=run.step_count + 1,
+            started_at=datetime.now(UTC),
+            context={"approval_of_step": gated.number},
+        )
+        by_name = {t.name: t for t in tools}
+        ruling, tool, arguments = gate.resume(gated, by_name, history)
+        draft.notes.update(ruling.notes)
+        action = ruling.action
+        if action is None:
+            draft.notes["action"] = {"tool": tool, "arguments": arguments}
+            step = draft.freeze(StepStatus.COMPLETED, result=ruling.result)
+            return replace(step, tool=tool, arguments=arguments), ruling.outcome, ()
+        tool_ctx = ToolContext(
+            tenant_id=run.tenant_id,
+            run_id=run.id,
+            step_number=draft.number,
+            documents=self._documents,
+            embedder=self._models.embedder(),
+            search_tags=gate.search_tags,
         )
         t0 = time.perf_counter()
         try:
@@ -231,9 +321,14 @@ class RunLoop:
         if agent.retrieval_k == 0:
             return [], 0, None
         search = SearchService(self._documents, self._models.embedder())
+        gate = self._gates.get(run.id)
+        scope = SearchFilter(any_tags=gate.search_tags) if gate is not None else None
         try:
             found = await search.search(
-                run.tenant_id, run.input[:MAX_QUERY_CHARS], k=min(agent.retrieval_k, MAX_K)
+                run.tenant_id,
+                run.input[:MAX_QUERY_CHARS],
+                k=min(agent.retrieval_k, MAX_K),
+                filter=scope,
             )
         except ServingError as exc:
             # The model can still decide (and fail later if it needs search); the step records why

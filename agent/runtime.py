@@ -18,9 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.events import EventHub, EventSettings, EventStream
 from agent.loop import RunLoop
 from agent.outbox.dispatcher import Dispatcher
+from agent.outbox.egress import EgressPolicy
 from agent.outbox.service import OutboxService
 from agent.outbox.settings import OutboxSettings
+from agent.policy.gate import Governance
+from agent.policy.service import PolicyService
+from agent.policy.settings import GovernanceSettings
 from agent.replay import ReplayService
+from agent.services.approvals import ApprovalService
 from agent.services.documents import DocumentService
 from agent.services.forks import ForkService
 from agent.services.keys import KeyService
@@ -29,7 +34,7 @@ from agent.services.runs import RunService
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
 from agent.tools import build_tools
-from agent.worker import Worker
+from agent.worker import Sweep, Worker
 from datastore.errors import DatastoreError
 from datastore.schema import EMBEDDING_DIM
 from datastore.settings import DatabaseSettings
@@ -59,6 +64,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,10 @@ class Services:
     replays: ReplayService = field(init=False)
     outbox: OutboxService = field(init=False)
     events: EventStream = field(init=False)
+    policies: PolicyService = field(init=False)
+    approvals: ApprovalService = field(init=False)
+    governance: Governance = field(init=False)
+    """Policies and approvals as the run loop sees them."""
 
     def __post_init__(self) -> None:
         s = self.store
@@ -102,6 +112,14 @@ class Services:
         )
         self.outbox = OutboxService(s.outbox, s.runs, s.audit)
         self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
+        self.policies = PolicyService(s.tenants, s.agents, s.policies, s.runs)
+        self.approvals = ApprovalService(
+            s.approvals,
+            s.policies,
+            build_tools(self.settings.outbox),
+            EgressPolicy(self.settings.outbox.http_allow_hosts),
+        )
+        self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
 
     def run_loop(self) -> RunLoop:
         return RunLoop(
@@ -109,12 +127,14 @@ class Services:
             agents=self.store.agents,
             documents=self.store.documents,
             models=self.models,
+            governance=self.governance,
             tools=build_tools(self.settings.outbox),
             settings=self.settings.agent,
         )
 
     def worker(self, worker_id: str | None = None) -> Worker:
-        return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id)
+        sweep = Sweep(self.approvals.sweep, self.settings.governance.approval_sweep_s)
+        return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id, sweep)
 
     def dispatcher(self, dispatcher_id: str | None = None) -> Dispatcher:
         """Delivers the outbox's side effects; runs beside the worker in `up` and `worker`."""

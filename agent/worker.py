@@ -17,7 +17,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from agent.domain import Run, RunStatus
 from agent.errors import LeaseLost
@@ -26,6 +29,15 @@ from agent.ports import RunStore
 from agent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Periodic housekeeping a worker runs between claims."""
+
+    run: Callable[[], Awaitable[int]]
+    """Does the work; returns how many things it closed."""
+    interval_s: float
 
 
 def new_worker_id() -> str:
@@ -39,6 +51,7 @@ class Worker:
         loop: RunLoop,
         settings: AgentSettings,
         worker_id: str | None = None,
+        sweep: Sweep | None = None,
     ) -> None:
         self._runs = runs
         self._loop = loop
@@ -46,6 +59,8 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self._stop = asyncio.Event()
         self.completed = 0
+        self._sweep = sweep
+        self._next_sweep = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,6 +101,7 @@ class Worker:
 
     async def _claim(self) -> Run | None:
         settings = self._settings
+        await self._maintain()
         try:
             run = await self._runs.claim_next(
                 self.worker_id, settings.lease_seconds, settings.max_run_attempts
@@ -96,6 +112,20 @@ class Worker:
         if run is not None and run.status != RunStatus.RUNNING:
             log.warning("run %s %s instead of resumed: %s", run.id, run.status, run.failure_detail)
         return run
+
+    async def _maintain(self) -> None:
+        """Housekeeping due before a claim, at most every `sweep.interval_s`: expired
+        approvals end their runs (one indexed query when there is nothing to do)."""
+        if self._sweep is None or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self._sweep.interval_s
+        try:
+            closed = await self._sweep.run()
+        except Exception as exc:  # the database being down must not kill the worker
+            log.warning("worker %s: the approval sweep failed: %s", self.worker_id, exc)
+            return
+        if closed:
+            log.info("worker %s closed %d expired or orphaned approval(s)", self.worker_id, closed)
 
     async def _drive(self, run: Run) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(run))

@@ -17,12 +17,14 @@ from datastore.embedded import EmbeddedPostgres
 from datastore.engine import create_async
 from datastore.errors import translated
 from datastore.fastpath import FastPath
+from datastore.repos.approvals import ApprovalRepository
 from datastore.repos.audit import AuditRepository
 from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
 from datastore.repos.forks import ForkRepository
 from datastore.repos.models import ModelDeploymentRepository
 from datastore.repos.outbox import OutboxRepository
+from datastore.repos.policies import PolicyRepository
 from datastore.repos.runs import RunRepository
 from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
 from datastore.settings import DatabaseSettings
@@ -44,6 +46,8 @@ class Datastore:
     events: EventRepository = field(init=False)
     outbox: OutboxRepository = field(init=False)
     forks: ForkRepository = field(init=False)
+    policies: PolicyRepository = field(init=False)
+    approvals: ApprovalRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.fast = FastPath(self.url)
@@ -57,6 +61,8 @@ class Datastore:
         self.events = EventRepository(self.engine)
         self.outbox = OutboxRepository(self.engine)
         self.forks = ForkRepository(self.engine)
+        self.policies = PolicyRepository(self.engine)
+        self.approvals = ApprovalRepository(self.engine)
 
     async def ping(self) -> None:
         async with translated(), self.engine.connect() as conn:

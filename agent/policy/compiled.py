@@ -10,6 +10,7 @@ changes), so a worker validates each version once, not once per run.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,16 +65,18 @@ def compile_document(document: PolicyDocument) -> CompiledPolicy:
     )
 
 
-_compiled: dict[int, CompiledPolicy] = {}
+_compiled: dict[tuple[uuid.UUID, int, str], CompiledPolicy] = {}
 
 
 def compiled(record: PolicyRecord) -> CompiledPolicy:
-    policy = _compiled.get(record.id)
+    # Keyed by content as well as id: a process may meet two databases (tests, a restore).
+    key = (record.tenant_id, record.id, record.sha256)
+    policy = _compiled.get(key)
     if policy is None:
         policy = compile_document(PolicyDocument.model_validate(record.document))
         if len(_compiled) >= _CACHE_LIMIT:
             _compiled.clear()
-        _compiled[record.id] = policy
+        _compiled[key] = policy
     return policy
 
 

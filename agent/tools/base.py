@@ -35,6 +35,9 @@ class ToolContext:
     step_number: int
     documents: DocumentStore
     embedder: Embedder
+    search_tags: tuple[str, ...] = ()
+    """A policy's data scope: searches see only documents carrying one of these tags (empty:
+    no restriction). Tools that search must apply it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ class SearchDocuments(Tool[SearchArgs]):
             args.query,
             k=args.k,
             filter=SearchFilter(
-                tags=tuple(args.tags), metadata=dict(map(metadata_condition, args.where))
+                tags=tuple(args.tags),
+                any_tags=ctx.search_tags,  # the policy's data scope, never the model's choice
+                metadata=dict(map(metadata_condition, args.where)),
             ),
         )
         plan = found.result.plan

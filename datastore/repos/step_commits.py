@@ -62,7 +62,7 @@ WITH input AS (
         error_code text, prompt_tokens int, completion_tokens int,
         model_ms float8, tool_ms float8, started_at timestamptz, finished_at timestamptz,
         outcome text, ends boolean, output text, failure_code text, failure_detail text,
-        cancel_detail text, effects jsonb)
+        cancel_detail text, effects jsonb, approval jsonb)
 ),
 moved AS (
     UPDATE runs r SET
@@ -117,6 +117,18 @@ queued AS (
     SELECT m.tenant_id, i.run_id, i.number, (e.effect->>'index')::int, e.effect->>'key',
            e.effect->>'kind', e.effect->'payload'
     FROM input i JOIN moved m ON m.idx = i.idx, jsonb_array_elements(i.effects) AS e(effect)
+),
+-- A step whose action waits for a person parks its run and creates the approval with it; not
+-- when a cancel requested meanwhile ended the run instead (nobody would ever decide it).
+parked AS (
+    INSERT INTO approvals (id, tenant_id, run_id, step_number, tool, arguments, rule, reason,
+                           policy, provenance, expires_at)
+    SELECT (i.approval->>'id')::uuid, m.tenant_id, i.run_id, i.number, i.tool, i.arguments,
+           i.approval->>'rule', i.approval->>'reason', i.approval->'policy',
+           coalesce(i.approval->'provenance', '[]'::jsonb),
+           now() + make_interval(secs => (i.approval->>'ttl_s')::float8)
+    FROM input i JOIN moved m ON m.idx = i.idx
+    WHERE jsonb_typeof(i.approval) = 'object' AND m.status = 'awaiting_approval'
 )
 SELECT * FROM moved
 """
@@ -176,6 +188,23 @@ class StepCommit:
                 }
                 for n, e in enumerate(self.effects)
             ],
+            "approval": self._approval(),
+        }
+
+    def _approval(self) -> dict[str, Any] | None:
+        """The approval a step parking its run creates, from what the policy gate recorded on
+        the step's decision (`agent.policy.gate`): its id and expiry, the verdict, the taints."""
+        if self.outcome.status is not RunStatus.AWAITING_APPROVAL:
+            return None
+        decision = self.step.decision
+        request, policy = decision["approval"], decision.get("policy") or {}
+        return {
+            "id": request["id"],
+            "ttl_s": request["ttl_s"],
+            "rule": policy.get("rule"),
+            "reason": policy.get("reason"),
+            "policy": policy,
+            "provenance": decision.get("provenance") or [],
         }
 
 

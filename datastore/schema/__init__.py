@@ -3,6 +3,7 @@
 from datastore.schema.audit import AuditRow
 from datastore.schema.base import Base
 from datastore.schema.documents import EMBEDDING_DIM, ChunkRow, DocumentRow
+from datastore.schema.governance import ApprovalRow, PolicyRow
 from datastore.schema.models import ModelDeploymentRow
 from datastore.schema.runs import OutboxRow, RunEventRow, RunRow, StepRow
 from datastore.schema.tenancy import AgentRow, ApiKeyRow, TenantRow
@@ -11,12 +12,14 @@ __all__ = [
     "EMBEDDING_DIM",
     "AgentRow",
     "ApiKeyRow",
+    "ApprovalRow",
     "AuditRow",
     "Base",
     "ChunkRow",
     "DocumentRow",
     "ModelDeploymentRow",
     "OutboxRow",
+    "PolicyRow",
     "RunEventRow",
     "RunRow",
     "StepRow",

@@ -1,0 +1,275 @@
+"""The run loop's view of governed actions: one `RunGate` per driven run.
+
+`Governance.open` is called once when a worker starts driving a run: it reads the run's
+policies (one query, the newest version of the tenant's and the agent's), rebuilds provenance
+from the steps already taken, and, when the run comes back from an approval, reads that
+approval. Nothing else touches the database per step: `rule` is pure, so a run without a
+policy pays for a dictionary lookup, and a policy changed mid-run applies from the run's next
+claim (for example after an approval).
+
+`rule(action, history)` judges a proposed action: allowed, it runs; denied, it does not run and
+the step's result tells the model why (the run fails `policy_denied` after
+`policy_max_denials` refusals); needing approval, the step records the proposed action and an
+approval request, and its commit parks the run (`awaiting_approval`) and inserts the approval
+in the same statement. `resume` is the step after a decision: the approved (maybe edited)
+action, checked once more against the policy, or the approver's refusal for the model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent import codes
+from agent.decision import Action
+from agent.domain import (
+    JSON,
+    AgentDefinition,
+    Approval,
+    ApprovalStatus,
+    OutboxEffect,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Step,
+)
+from agent.policy.compiled import NO_POLICY, EffectivePolicy
+from agent.policy.evaluators import EvaluationContext, ProposedAction
+from agent.policy.provenance import Provenance
+from agent.policy.settings import GovernanceSettings
+from agent.policy.verdicts import Allow, Deny, RequireApproval, Verdict, verdict_record
+from agent.ports import ApprovalStore, AuditLog, PolicyStore
+from agent.tools import Tool
+
+RUNS = RunOutcome()
+
+
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """What the gate makes of one proposed action."""
+
+    notes: JSON
+    """Added to the step's `decision`: `policy` (verdict, rule, reason, version), `provenance`
+    (tainted arguments), `approval` (the request, or the decision a resumed step carries)."""
+    action: Action | None
+    """What runs now; None when nothing does (denied, parked, refused by an approver)."""
+    result: JSON | None = None
+    """The step's result when nothing runs: what the model is told."""
+    outcome: RunOutcome = RUNS
+
+
+def refusal(code: str, message: str) -> JSON:
+    return {"error": {"code": code, "message": message}}
+
+
+def is_gated(step: Step) -> bool:
+    """Whether `step` proposed an action that waits for (or waited for) a person."""
+    approval = step.decision.get("approval")
+    return (
+        isinstance(approval, dict)
+        and "resumed_step" not in step.decision
+        and (step.decision.get("policy", {}).get("verdict") == RequireApproval.kind)
+    )
+
+
+def refusals(history: Sequence[Step]) -> int:
+    """Actions of the run so far that a policy or an approver refused."""
+    count = 0
+    for step in history:
+        policy = step.decision.get("policy") or {}
+        approval = step.decision.get("approval") or {}
+        if policy.get("verdict") == Deny.kind or approval.get("status") == "denied":
+            count += 1
+    return count
+
+
+class Governance:
+    """Policies and approvals for the run loop; one per process, shared by its runs."""
+
+    def __init__(
+        self,
+        policies: PolicyStore,
+        approvals: ApprovalStore,
+        audit: AuditLog,
+        settings: GovernanceSettings,
+    ) -> None:
+        self._policies = policies
+        self._approvals = approvals
+        self._audit = audit
+        self.settings = settings
+
+    async def open(self, run: Run, agent: AgentDefinition, history: Sequence[Step]) -> RunGate:
+        records = await self._policies.active(run.tenant_id, agent.name)
+        policy = EffectivePolicy.of(records) if records else NO_POLICY
+        decided: Approval | None = None
+        waiting = bool(history) and is_gated(history[-1])
+        if waiting:
+            decided = await self._approvals.for_step(run.id, history[-1].number)
+        provenance = Provenance.of_run(run.input, agent.instructions, history)
+        return RunGate(self, run, policy, provenance, waiting, decided)
+
+    async def audit_step(self, run: Run, step: Step, effects: Sequence[OutboxEffect]) -> None:
+        """Link a governed action to the audit log: the run and step, the model's output, the
+        action, its verdict (with the policy version) and the approval decision."""
+        await self._audit.append(
+            tenant_id=run.tenant_id,
+            actor=f"run:{run.id}",
+            action=_audit_action(step, effects),
+            object_type="step",
+            object_id=f"{run.id}:{step.number}",
+            detail={
+                "tool": step.tool,
+                "arguments": step.arguments,
+                "model_output": _model_output(step),
+                "policy": step.decision.get("policy"),
+                "approval": step.decision.get("approval"),
+                "provenance": step.decision.get("provenance"),
+                "effects": [e.kind for e in effects],
+            },
+        )
+
+
+def _audit_action(step: Step, effects: Sequence[OutboxEffect]) -> str:
+    if effects:
+        return "action.execute"
+    if isinstance((step.result or {}).get("error"), dict):
+        return "action.refuse"
+    return "action.await_approval" if is_gated(step) else "action.execute"
+
+
+def _model_output(step: Step) -> str | None:
+    attempts = step.decision.get("attempts") or []
+    raw = attempts[-1].get("raw") if attempts else None
+    return raw if isinstance(raw, str) else None
+
+
+class RunGate:
+    """Governance of one run while a worker drives it."""
+
+    def __init__(
+        self,
+        governance: Governance,
+        run: Run,
+        policy: EffectivePolicy,
+        provenance: Provenance,
+        waiting: bool,
+        decided: Approval | None,
+    ) -> None:
+        self._governance = governance
+        self._run = run
+        self.policy = policy
+        self._provenance = provenance
+        self.resume_due = waiting
+        """The last step waits on an approval: the next step is `resume`, not a model call."""
+        self._decided = decided
+
+    @property
+    def search_tags(self) -> tuple[str, ...]:
+        return self.policy.search_tags
+
+    def rule(self, action: Action, history: Sequence[Step]) -> Ruling:
+        arguments = action.arguments
+        taints = self._provenance.taints(arguments)
+        notes: JSON = {}
+        if taints:
+            notes["provenance"] = [t.as_json() for t in taints]
+        if not self.policy.active:
+            return Ruling(notes, action)
+        ctx = EvaluationContext(untrusted=frozenset(t.path for t in taints))
+        verdict = self.policy.evaluate(ProposedAction(action.tool, arguments), ctx)
+        notes["policy"] = verdict_record(verdict, self.policy.version)
+        if isinstance(verdict, Allow):
+            return Ruling(notes, action)
+        if isinstance(verdict, Deny):
+            return self._denied(notes, verdict, history, codes.POLICY_DENIED)
+        ttl = self.policy.ttl_s(self._governance.settings.approval_ttl_s)
+        approval_id = str(uuid.uuid4())
+        notes["approval"] = {"id": approval_id, "ttl_s": ttl}
+        result = {
+            "approval": {
+                "id": approval_id,
+                "status": ApprovalStatus.PENDING.value,
+                "rule": verdict.rule,
+                "reason": verdict.reason,
+            }
+        }
+        return Ruling(notes, None, result, RunOutcome(RunStatus.AWAITING_APPROVAL))
+
+    def _denied(self, notes: JSON, verdict: Verdict, history: Sequence[Step], code: str) -> Ruling:
+        message = f"{verdict.reason} (rule {verdict.rule})"
+        limit = self._governance.settings.policy_max_denials
+        outcome = RUNS
+        if refusals(history) + 1 >= limit:
+            outcome = RunOutcome(
+                RunStatus.FAILED,
+                failure_code=codes.POLICY_DENIED,
+                failure_detail=f"{limit} of the run's actions were refused; the last: {message}",
+            )
+        return Ruling(notes, None, refusal(code, message), outcome)
+
+    def resume(
+        self, gated: Step, tools: Mapping[str, Tool[Any]], history: Sequence[Step]
+    ) -> tuple[Ruling, str, JSON]:
+        """The step after an approval was decided: (ruling, tool, arguments shown). The ruling
+        runs the approved action, or refuses it with the reason the model is told."""
+        self.resume_due = False
+        approval = self._decided
+        tool = gated.tool or ""
+        proposed: JSON = gated.arguments or {}
+        notes: JSON = {"resumed_step": gated.number}
+        if approval is None:
+            notes["approval"] = {"status": None}
+            message = "this action has no approval in this run (it was copied from another run)"
+            ruling = self._denied(notes, Deny("approval", message), history, codes.APPROVAL_MISSING)
+            return ruling, tool, proposed
+        notes["approval"] = {
+            "id": str(approval.id),
+            "status": approval.status.value,
+            "decided_by": approval.decided_by,
+            "reason": approval.decision_reason,
+            "edited": approval.edited,
+        }
+        if approval.status is not ApprovalStatus.APPROVED or approval.final_arguments is None:
+            why = approval.decision_reason or "no reason given"
+            denied = Deny("approval", f"an approver denied this {tool}: {why}")
+            return self._denied(notes, denied, history, codes.APPROVAL_DENIED), tool, proposed
+        final = approval.final_arguments
+        if tool not in tools:
+            denied = Deny("agent.tools", f"the agent may no longer call {tool}")
+            return self._denied(notes, denied, history, codes.TOOL_NOT_ALLOWED), tool, final
+        try:
+            action = Action(tool=tool, args=tools[tool].validate(final))
+        except ValidationError as exc:
+            denied = Deny("approval", f"the approved arguments are no longer valid: {exc}")
+            return self._denied(notes, denied, history, codes.POLICY_DENIED), tool, final
+        if self.policy.active:
+            # Approved by a person, so an approval requirement is met; a deny is not (the
+            # policy may have tightened while the run waited).
+            verdict = self.policy.evaluate(
+                ProposedAction(tool, action.arguments), EvaluationContext()
+            )
+            notes["policy"] = verdict_record(verdict, self.policy.version)
+            if isinstance(verdict, Deny):
+                return self._denied(notes, verdict, history, codes.POLICY_DENIED), tool, final
+        return Ruling(notes, action), tool, final
+
+    def read(self, step: Step) -> None:
+        """A step committed: what its tool brought in is untrusted from now on."""
+        self._provenance.read(step)
+
+    def audited(self, step: Step, effects: Sequence[OutboxEffect]) -> bool:
+        """Whether the step goes to the audit log: every action with a side effect, every
+        refusal, every approval request and decision (plain reads under no rule do not)."""
+        return (
+            bool(effects)
+            or any(k in step.decision for k in ("approval", "resumed_step"))
+            or ((step.decision.get("policy") or {}).get("verdict", Allow.kind) != Allow.kind)
+        )
+
+    async def audit(self, step: Step, effects: Sequence[OutboxEffect]) -> None:
+        if self.audited(step, effects):
+            await self._governance.audit_step(self._run, step, effects)

@@ -1,0 +1,152 @@
+"""Deciding approvals: list and read them, approve (optionally with edited arguments) or deny.
+
+An edit is a new proposal and is checked like one: validated against the tool's argument
+schema, judged by the run's policy as it stands now (tenant and agent), and, for an HTTP
+request, by the appliance's egress allow-list. An edit any of them refuses is refused
+(`invalid_request` or `policy_denied`) and the approval stays pending. An edit the policy would
+send for approval is accepted: the approver deciding on it *is* that approval. Reads are
+tenant-scoped (another tenant's approval is not found); `tenant_id=None` is the CLI operator's
+view. The decision, the run's return to the queue and the audit entry commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.domain import JSON, Approval, ApprovalStatus
+from agent.errors import CallerError, NotFound
+from agent.outbox.egress import EgressPolicy
+from agent.policy.compiled import EffectivePolicy
+from agent.policy.errors import ApprovalDecided, ApprovalExpired, PolicyDenied, RunNotAwaiting
+from agent.policy.evaluators import EvaluationContext, ProposedAction
+from agent.policy.verdicts import Deny
+from agent.ports import ApprovalDecision, ApprovalStore, DecisionResult, PolicyStore
+from agent.tools import Tool
+
+MAX_REASON_CHARS = 1000
+
+
+class ApprovalService:
+    def __init__(
+        self,
+        approvals: ApprovalStore,
+        policies: PolicyStore,
+        tools: Mapping[str, Tool[Any]],
+        egress: EgressPolicy,
+    ) -> None:
+        self._approvals = approvals
+        self._policies = policies
+        self._tools = tools
+        self._egress = egress
+
+    async def list(
+        self,
+        tenant_id: uuid.UUID | None,
+        *,
+        status: ApprovalStatus | None = None,
+        run_id: uuid.UUID | None = None,
+        limit: int = 50,
+    ) -> list[Approval]:
+        if not 1 <= limit <= 1000:
+            raise CallerError("limit must be between 1 and 1000")
+        return await self._approvals.list_approvals(
+            tenant_id, status=status, run_id=run_id, limit=limit
+        )
+
+    async def get(self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Approval:
+        approval = await self._approvals.get(approval_id, tenant_id)
+        if approval is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return approval
+
+    async def approve(
+        self,
+        approval_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        *,
+        actor: str,
+        arguments: JSON | None = None,
+        reason: str | None = None,
+    ) -> Approval:
+        """Approve as proposed, or with `arguments` replacing the proposed ones (checked)."""
+        approval = await self.get(approval_id, tenant_id)
+        final = approval.arguments
+        if arguments is not None and arguments != approval.arguments:
+            final = await self._checked_edit(approval, arguments)
+        decision = ApprovalDecision(
+            ApprovalStatus.APPROVED, actor, _reason(reason, required=False), final
+        )
+        return await self._decide(approval, decision)
+
+    async def deny(
+        self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str, reason: str
+    ) -> Approval:
+        """Deny with a reason; the model is told it, and the run goes on without the action."""
+        approval = await self.get(approval_id, tenant_id)
+        decision = ApprovalDecision(ApprovalStatus.DENIED, actor, _reason(reason), None)
+        return await self._decide(approval, decision)
+
+    async def sweep(self) -> int:
+        """Expire what waited too long (its run fails `approval_expired`); see the store."""
+        return await self._approvals.sweep()
+
+    async def _decide(self, approval: Approval, decision: ApprovalDecision) -> Approval:
+        decided = await self._approvals.decide(approval.id, approval.tenant_id, decision)
+        if decided is None:
+            raise NotFound(f"approval {approval.id} not found")
+        result, current = decided
+        if result is DecisionResult.DECIDED:
+            return current
+        if current.status is ApprovalStatus.EXPIRED:  # just now, or by an earlier sweep
+            raise ApprovalExpired(
+                f"approval {approval.id} expired at {current.expires_at.isoformat()}; "
+                "its run has failed (approval_expired)"
+            )
+        if result is DecisionResult.RUN_NOT_WAITING:
+            raise RunNotAwaiting(
+                f"run {approval.run_id} no longer waits for approval {approval.id}"
+            )
+        raise ApprovalDecided(f"approval {approval.id} is already {current.status}")
+
+    async def _checked_edit(self, approval: Approval, arguments: JSON) -> JSON:
+        tool = self._tools.get(approval.tool)
+        if tool is None:
+            raise CallerError(f"the tool {approval.tool} is not available any more")
+        try:
+            final: JSON = tool.validate(arguments).model_dump(mode="json")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise CallerError(f"invalid arguments for {approval.tool}: {problems}") from None
+        records = await self._policies.active(approval.tenant_id, approval.agent_name)
+        verdict = EffectivePolicy.of(records).evaluate(
+            ProposedAction(approval.tool, final), EvaluationContext()
+        )
+        if isinstance(verdict, Deny):
+            raise PolicyDenied(
+                f"the edited {approval.tool} is denied by the policy: {verdict.reason} "
+                f"(rule {verdict.rule})"
+            )
+        url = final.get("url")
+        if approval.tool == "http_request" and isinstance(url, str):
+            refusal = self._egress.refusal(url)
+            if refusal is not None:
+                raise PolicyDenied(f"the edited http_request is not allowed: {refusal}")
+        return final
+
+
+def _reason(reason: str | None, *, required: bool = True) -> str | None:
+    text = (reason or "").strip()
+    if not text:
+        if required:
+            raise CallerError("a denial needs a reason (the model is told it)")
+        return None
+    if len(text) > MAX_REASON_CHARS or "\x00" in text:
+        raise CallerError(f"the reason must be at most {MAX_REASON_CHARS} characters of text")
+    return text
