@@ -107,7 +107,7 @@ class Services:
             runs=s.runs,
             agents=s.agents,
             documents=s.documents,
-            tools=build_tools(self.settings.outbox),
+            tools=build_tools(self.settings.outbox, sql=s.sql, records=s.records),
             settings=self.settings.agent,
         )
         self.outbox = OutboxService(s.outbox, s.runs, s.audit)
@@ -116,7 +116,7 @@ class Services:
         self.approvals = ApprovalService(
             s.approvals,
             s.policies,
-            build_tools(self.settings.outbox),
+            build_tools(self.settings.outbox, sql=s.sql, records=s.records),
             EgressPolicy(self.settings.outbox.http_allow_hosts),
         )
         self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
@@ -128,7 +128,7 @@ class Services:
             documents=self.store.documents,
             models=self.models,
             governance=self.governance,
-            tools=build_tools(self.settings.outbox),
+            tools=build_tools(self.settings.outbox, sql=self.store.sql, records=self.store.records),
             settings=self.settings.agent,
         )
 

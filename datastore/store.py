@@ -23,11 +23,15 @@ from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
 from datastore.repos.forks import ForkRepository
 from datastore.repos.models import ModelDeploymentRepository
+from datastore.repos.org_data import OrgDataRepository
 from datastore.repos.outbox import OutboxRepository
 from datastore.repos.policies import PolicyRepository
+from datastore.repos.records import RecordRepository
 from datastore.repos.runs import RunRepository
 from datastore.repos.tenancy import AgentRepository, KeyRepository, TenantRepository
 from datastore.settings import DatabaseSettings
+from datastore.tenant_roles import TenantRoleRepository
+from datastore.tenant_sql import TenantSqlRunner
 
 
 @dataclass
@@ -48,6 +52,11 @@ class Datastore:
     forks: ForkRepository = field(init=False)
     policies: PolicyRepository = field(init=False)
     approvals: ApprovalRepository = field(init=False)
+    records: RecordRepository = field(init=False)
+    org_data: OrgDataRepository = field(init=False)
+    tenant_roles: TenantRoleRepository = field(init=False)
+    sql: TenantSqlRunner = field(init=False)
+    """`sql_query`'s runner: connections as the tenant's own database role."""
 
     def __post_init__(self) -> None:
         self.fast = FastPath(self.url)
@@ -63,6 +72,10 @@ class Datastore:
         self.forks = ForkRepository(self.engine)
         self.policies = PolicyRepository(self.engine)
         self.approvals = ApprovalRepository(self.engine)
+        self.records = RecordRepository(self.engine)
+        self.org_data = OrgDataRepository(self.engine)
+        self.tenant_roles = TenantRoleRepository(self.engine)
+        self.sql = TenantSqlRunner(self.engine, self.tenant_roles)
 
     async def ping(self) -> None:
         async with translated(), self.engine.connect() as conn:

@@ -1,4 +1,5 @@
-"""The demo that `garrison up` seeds: tenant `demo`, agent `assistant`, a key, five documents.
+"""The demo that `garrison up` seeds: tenant `demo`, agent `assistant`, a key, five documents,
+and records (customers, orders, a state record: `ops.demo_records`).
 
 Every part is idempotent, so each `up` runs the seed again and only fills in what is missing:
 the tenant is created if absent; the agent is created if absent but never overwritten (an
@@ -21,6 +22,7 @@ from agent.errors import NotFound, Unauthorized
 from agent.formats import DocumentFormat
 from agent.runtime import Services
 from agent.services.document_input import DocumentInput
+from ops import demo_records
 from ops.documents import title_of
 from ops.errors import INFRASTRUCTURE, CliError
 from serving.errors import ServingError
@@ -91,6 +93,8 @@ async def seed_demo(
             DEMO_TENANT, DEMO_AGENT, instructions=INSTRUCTIONS, tools=tools, actor=actor
         )
 
+    await _seed_records(services, tenant.id)
+
     key_file = data_dir / KEY_FILE
     secret = await _usable_secret(services, key_file, tenant.id)
     key_created = secret is None
@@ -122,6 +126,23 @@ async def seed_demo(
     except ServingError as exc:
         report.documents_skipped = f"the embedding model failed: {exc.code}: {exc.message}"
     return report
+
+
+async def _seed_records(services: Services, tenant_id: uuid.UUID) -> None:
+    """The demo's customers and orders (read through `sql_query`'s views) and one state record;
+    what is already there is left alone."""
+    store = services.store
+    await store.org_data.load(tenant_id, demo_records.CUSTOMERS, demo_records.ORDERS)
+    if await store.records.get(tenant_id, demo_records.PREFERENCES_KEY) is None:
+        await store.records.write(
+            tenant_id,
+            demo_records.PREFERENCES_KEY,
+            type="customer_preferences",
+            owner="crm",
+            data=demo_records.PREFERENCES,
+            valid_until=None,
+            expected_version=0,
+        )
 
 
 async def _usable_secret(services: Services, key_file: Path, tenant_id: uuid.UUID) -> str | None:

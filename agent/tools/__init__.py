@@ -11,23 +11,48 @@ from __future__ import annotations
 from typing import Any
 
 from agent.outbox.settings import OutboxSettings
+from agent.ports import RecordStore, TenantSql
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.finish import Finish
 from agent.tools.http_request import HttpRequest
+from agent.tools.read_record import ReadRecord
 from agent.tools.search_documents import SearchDocuments
 from agent.tools.send_email import SendEmail
+from agent.tools.sql_query import SqlQuery
+from agent.tools.write_record import WriteRecord
 
 DEFAULT_TOOLS = ("search_documents", "finish")
-TOOL_NAMES = frozenset({SearchDocuments.name, Finish.name, SendEmail.name, HttpRequest.name})
+TOOL_NAMES = frozenset(
+    {
+        SearchDocuments.name,
+        Finish.name,
+        SendEmail.name,
+        HttpRequest.name,
+        SqlQuery.name,
+        ReadRecord.name,
+        WriteRecord.name,
+    }
+)
 
 
-def build_tools(outbox: OutboxSettings) -> dict[str, Tool[Any]]:
+def build_tools(
+    outbox: OutboxSettings,
+    *,
+    sql: TenantSql | None = None,
+    records: RecordStore | None = None,
+) -> dict[str, Tool[Any]]:
+    """Tools that need a store are built only when it is given (the runtime always gives it;
+    pure unit tests of the decision layer do not need them)."""
     tools: list[Tool[Any]] = [
         SearchDocuments(),
         Finish(),
         SendEmail(outbox),
         HttpRequest(outbox),
     ]
+    if sql is not None:
+        tools.append(SqlQuery(sql))
+    if records is not None:
+        tools += [ReadRecord(records), WriteRecord(records)]
     return {t.name: t for t in tools}
 
 
