@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -58,7 +59,11 @@ WORKER_TIMINGS = {
     "GARRISON_OUTBOX_LEASE_SECONDS": "4",
     "GARRISON_OUTBOX_BACKOFF_BASE_S": "0.05",
     "GARRISON_OUTBOX_BACKOFF_CAP_S": "0.2",
+    # Scripted plans are not a model going round in circles; loop detection has its own tests.
+    "GARRISON_LOOP_MAX_REPEATS": "0",
+    "GARRISON_LOOP_STALE_WINDOW": "0",
 }
+ENDED_BADLY = frozenset({"failed", "cancelled", "budget_exhausted", "parked"})
 EFFECT_TOOLS = ["search_documents", "http_request", "send_email", "finish"]
 READY_TIMEOUT_S = 60.0
 
@@ -133,7 +138,7 @@ class Ledger:
 
     def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         with psycopg.connect(self.url, autocommit=True, row_factory=dict_row) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def run(self, run_id: uuid.UUID) -> dict[str, Any]:
         [row] = self.rows("SELECT * FROM runs WHERE id = %s", run_id)
@@ -146,6 +151,16 @@ class Ledger:
     def statuses(self, run_ids: Sequence[uuid.UUID]) -> Counter[str]:
         rows = self.rows("SELECT status FROM runs WHERE id = ANY(%s)", list(run_ids))
         return Counter(r["status"] for r in rows)
+
+    def all_succeeded(self, run_ids: Sequence[uuid.UUID]) -> bool:
+        """Whether every run succeeded; fails at once on a run that ended any other way."""
+        rows = self.rows(
+            "SELECT id, status, failure_code, failure_detail FROM runs WHERE id = ANY(%s)",
+            list(run_ids),
+        )
+        ended = [r for r in rows if r["status"] in ENDED_BADLY]
+        assert not ended, f"runs ended without succeeding: {ended}"
+        return [r["status"] for r in rows].count("succeeded") == len(run_ids)
 
     def outbox(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
         return self.rows(
@@ -228,6 +243,10 @@ def sinks_env(smtp: SmtpSink, http: HttpSink) -> dict[str, str]:
     }
 
 
+def _is_ready(proc: Proc) -> bool:
+    return "ready in" in proc.stdout
+
+
 @dataclass
 class Fleet:
     """Worker processes under supervision: a test kills them; nothing else may."""
@@ -252,7 +271,7 @@ class Fleet:
 
     def wait_ready(self, procs: Sequence[Proc]) -> None:
         for proc in procs:
-            proc.wait_for(lambda p=proc: "ready in" in p.stdout, READY_TIMEOUT_S, "worker ready")
+            proc.wait_for(partial(_is_ready, proc), READY_TIMEOUT_S, "worker ready")
 
     def alive(self) -> list[Proc]:
         with self._lock:

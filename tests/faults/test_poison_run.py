@@ -44,8 +44,8 @@ def test_a_poison_run_is_parked_after_max_attempts_and_the_others_finish(
     runs_script.hooks.append(kill_whoever_takes_step_2)
 
     def parked_and_others_done() -> bool:
-        statuses = ledger.statuses([ids[t] for t in healthy])
-        return ledger.run(poison_id)["status"] == "parked" and statuses["succeeded"] == HEALTHY
+        others_done = ledger.all_succeeded([ids[t] for t in healthy])
+        return others_done and ledger.run(poison_id)["status"] == "parked"
 
     fleet.keep(2, until=parked_and_others_done, timeout=90, what="parking and the healthy runs")
 
