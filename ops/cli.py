@@ -18,12 +18,14 @@ from typer.core import TyperGroup
 import ops.commands.engines  # noqa: F401
 from ops.commands import (
     agents,
+    approvals,
     db,
     docs,
     engine,
     keys,
     models,
     outbox,
+    policies,
     runs,
     search,
     tenants,
@@ -112,6 +114,8 @@ app.command("search")(search.search)
 app.command("reindex")(search.reindex)
 app.add_typer(runs.app, name="runs")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(policies.app, name="policies")
+app.add_typer(approvals.app, name="approvals")
 app.add_typer(models.app, name="models")
 app.add_typer(engine.app, name="engine")
 

@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from agent.api.errors import install_error_handlers
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
-from agent.api.routes import documents, effects, health, models, runs, search
+from agent.api.routes import approvals, documents, effects, health, models, runs, search
 from agent.api.routes import events as run_events
 from agent.api.routes import forks as run_forks
 from agent.runtime import Services, Settings, open_services
@@ -77,4 +77,5 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
         app.include_router(module.router)
     app.include_router(run_events.router)
     app.include_router(run_forks.router)
+    app.include_router(approvals.router)
     return app

@@ -68,3 +68,12 @@ def document_id(
 
 RunId = Annotated[uuid.UUID, Depends(run_id)]
 DocumentId = Annotated[uuid.UUID, Depends(document_id)]
+
+
+def approval_id(
+    approval_id: Annotated[str, Path(description="The approval's id (a UUID).")],
+) -> uuid.UUID:
+    return _object_id("approval", approval_id)
+
+
+ApprovalId = Annotated[uuid.UUID, Depends(approval_id)]

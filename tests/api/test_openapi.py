@@ -42,6 +42,8 @@ async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
         ("DELETE", "/v1/documents/{document_id}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/v1/approvals"),
+        ("GET", "/v1/approvals/{approval_id}"),
         ("GET", "/v1/documents"),
         ("GET", "/v1/documents/{document_id}"),
         ("GET", "/v1/documents/{document_id}/chunks"),
@@ -52,6 +54,8 @@ async def test_the_expected_routes_are_served(spec: dict[str, Any]) -> None:
         ("GET", "/v1/runs/{run_id}/events"),
         ("GET", "/v1/runs/{run_id}/steps"),
         ("GET", "/v1/search"),
+        ("POST", "/v1/approvals/{approval_id}/approve"),
+        ("POST", "/v1/approvals/{approval_id}/deny"),
         ("POST", "/v1/documents"),
         ("POST", "/v1/documents/batch"),
         ("POST", "/v1/runs"),
@@ -66,7 +70,7 @@ async def test_every_v1_operation_needs_a_key_and_declares_its_errors(
     spec: dict[str, Any],
 ) -> None:
     v1 = operations(spec, "/v1/")
-    assert len(v1) == 18
+    assert len(v1) == 22
     for method, path, operation in v1:
         where = f"{method} {path}"
         assert operation["security"] == [{"bearer": []}], where
@@ -96,7 +100,7 @@ async def test_every_error_response_uses_the_error_schema(spec: dict[str, Any]) 
 
 async def test_request_bodies_forbid_unknown_fields(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
-    for name in ("RunCreate", "DocumentCreate", "DocumentBatch"):
+    for name in ("RunCreate", "DocumentCreate", "DocumentBatch", "ApproveRequest", "DenyRequest"):
         assert schemas[name]["additionalProperties"] is False, name
 
 

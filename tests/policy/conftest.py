@@ -12,6 +12,8 @@ import pytest
 from agent.domain import Approval, ApprovalStatus, Role, Run
 from agent.policy.settings import GovernanceSettings
 from agent.runtime import Services, Settings
+from tests.api.conftest import base_url, client, serve  # noqa: F401  (fixtures)
+from tests.cli.conftest import cli, cli_env, no_ambient_garrison_env  # noqa: F401  (fixtures)
 from tests.conftest import TenantFixture
 from tests.outbox.conftest import (  # noqa: F401  (fixtures, imported to register them here)
     HttpSink,
