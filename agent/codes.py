@@ -25,3 +25,9 @@ APPROVAL_EXPIRED: Final = "approval_expired"
 APPROVAL_MISSING: Final = "approval_missing"
 """A step waits on an approval this run does not have (a fork copied the waiting step): the
 action is not run, and the model is told."""
+BUDGET_EXHAUSTED: Final = "budget_exhausted"
+"""A budget (tokens, steps, tool calls or wall time; per run or per day) cannot cover the next
+model call or tool call: the run ends `budget_exhausted`, its detail naming the budget."""
+LOOP_DETECTED: Final = "loop_detected"
+"""The model repeated a tool call with the same arguments and result, or its last tool calls
+brought nothing new: the run is stopped (`agent.loopdetect`)."""

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent import codes
+from agent.budgets.directory import BudgetDirectory
+from agent.budgets.gate import UNLIMITED, BudgetExhausted, RunBudget
 from agent.context import Passage, build_messages, context_record, passages_from_record
 from agent.decision import Action, InvalidAction, action_schema, parse_action
 from agent.domain import (
@@ -32,6 +34,7 @@ from agent.domain import (
     Step,
     StepStatus,
 )
+from agent.loopdetect import LoopTracker
 from agent.policy.gate import Governance, RunGate
 from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
 from agent.services.search import MAX_K, MAX_QUERY_CHARS, SearchService
@@ -118,9 +121,35 @@ def past_step_limit(agent: AgentDefinition, steps_taken: int) -> RunOutcome | No
     )
 
 
+def continue_or_end(
+    agent: AgentDefinition, step: Step, outcome: RunOutcome, loops: LoopTracker
+) -> RunOutcome:
+    """How a step leaves its run: its own ending if it has one, else stopped as a loop, else
+    ended by the step limit, else still running. Shared with replay, like `past_step_limit`."""
+    loop = loops.observe(step)
+    if outcome.status is not None:
+        return outcome
+    if loop is not None:
+        return RunOutcome(
+            RunStatus.FAILED, failure_code=codes.LOOP_DETECTED, failure_detail=loop.detail
+        )
+    return past_step_limit(agent, step.number) or outcome
+
+
 def _failed(draft: StepDraft, code: str, detail: str, action: Action | None = None) -> TakenStep:
     step = draft.freeze(StepStatus.FAILED, action=action, result={"error": detail}, error_code=code)
     return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail), ()
+
+
+def _exhausted(draft: StepDraft, exc: BudgetExhausted) -> TakenStep:
+    """A step a budget cut short after it asked the model: what it asked is recorded, with the
+    action a refused tool call was for, and the run ends `budget_exhausted`."""
+    action = exc.action if isinstance(exc.action, Action) else None
+    result: JSON = {"error": exc.message}
+    step = draft.freeze(
+        StepStatus.FAILED, action=action, result=result, error_code=codes.BUDGET_EXHAUSTED
+    )
+    return step, exc.outcome, ()
 
 
 class RunLoop:
@@ -134,6 +163,7 @@ class RunLoop:
         tools: Mapping[str, Tool[Any]],
         settings: AgentSettings,
         governance: Governance | None = None,
+        budgets: BudgetDirectory | None = None,
     ) -> None:
         self._runs = runs
         self._agents = agents
@@ -145,6 +175,11 @@ class RunLoop:
         # The gate of each run being driven, for `take_step` and `_retrieve` (whose signatures
         # replay shares). Weak values: an entry lives exactly as long as its `drive` call.
         self._gates: weakref.WeakValueDictionary[uuid.UUID, RunGate] = weakref.WeakValueDictionary()
+        self._budgets = budgets
+
+    def loop_tracker(self) -> LoopTracker:
+        """Loop detection as configured, fed one step at a time."""
+        return LoopTracker(self._settings.loop_max_repeats, self._settings.loop_stale_window)
 
     async def drive(
         self, run: Run, worker_id: str, should_stop: Callable[[], bool] = lambda: False
@@ -171,18 +206,31 @@ class RunLoop:
                 run = await self._runs.record_step(step, worker_id, outcome, effects)
                 history.append(step)
                 await self._committed(gate, step, effects)
+        # Budgets are resolved once per drive (cached per tenant: no query when none is set).
+        budget = UNLIMITED
+        if self._budgets is not None:
+            budget = await self._budgets.for_run(run, agent, history)
+        loops = self.loop_tracker()
+        for past in history:
+            loops.observe(past)
         # Only a running run takes another step: one that now awaits approval is no longer
         # this worker's (its step commit let go of the lease).
         while run.status is RunStatus.RUNNING and not should_stop():
-            limit = past_step_limit(agent, run.step_count)
+            limit = past_step_limit(agent, run.step_count) or budget.at_boundary(run)
             if limit is not None:
                 return await self._runs.finish_without_step(run.id, worker_id, limit)
-            step, outcome, effects = await self.take_step(run, agent, tools, passages, history)
+            try:
+                step, outcome, effects = await self.take_step(
+                    run, agent, tools, passages, history, budget
+                )
+            except BudgetExhausted as exc:
+                # Refused before the model was asked anything: there is no step to record.
+                return await self._runs.finish_without_step(run.id, worker_id, exc.outcome)
             if passages is None:
                 passages = passages_from_record(step.context)
-            if outcome.status is None:
-                outcome = past_step_limit(agent, step.number) or outcome
+            outcome = continue_or_end(agent, step, outcome, loops)
             run = await self._runs.record_step(step, worker_id, outcome, effects)
+            budget.observe(step)
             history.append(step)
             if gate is not None:
                 await self._committed(gate, step, effects)
@@ -203,7 +251,10 @@ class RunLoop:
         tools: Sequence[Tool[Any]],
         passages: Sequence[Passage] | None,
         history: Sequence[Step],
+        budget: RunBudget = UNLIMITED,
     ) -> TakenStep:
+        """One step, ready to commit. `BudgetExhausted` escapes only when a budget refused the
+        step's first model call (nothing was asked, so there is nothing to record)."""
         started = datetime.now(UTC)
         retrieval_error: str | None = None
         retrieval_tokens = 0
@@ -232,9 +283,13 @@ class RunLoop:
 
         by_name = {t.name: t for t in tools}
         try:
-            action = await self._decide(agent, messages, by_name, draft, run.deployment)
+            action = await self._decide(agent, messages, by_name, draft, run.deployment, budget)
         except ServingError as exc:
             return _failed(draft, exc.code, exc.message)
+        except BudgetExhausted as exc:
+            if not draft.attempts:
+                raise
+            return _exhausted(draft, exc)
         if action is None:
             detail = f"no valid action after {self._settings.max_decision_attempts} attempts"
             return _failed(draft, codes.INVALID_MODEL_OUTPUT, detail)
@@ -364,6 +419,7 @@ class RunLoop:
         tools: Mapping[str, Tool[Any]],
         draft: StepDraft,
         pinned: str | None = None,
+        budget: RunBudget = UNLIMITED,
     ) -> Action | None:
         """Ask for an action until one validates; None when every attempt was invalid.
 
@@ -378,7 +434,11 @@ class RunLoop:
         conversation = list(messages)
         for _ in range(self._settings.max_decision_attempts):
             try:
-                answer = await self._admitted_chat(model, conversation, schema)
+                # Reserved on the run's budgets before the call, settled with its usage after.
+                spent = draft.prompt_tokens + draft.completion_tokens
+                async with budget.model_call(conversation, spent, not draft.attempts) as meter:
+                    answer = await self._admitted_chat(model, conversation, schema)
+                    meter.charge(answer.usage.total_tokens)
             except ModelOutputError as exc:
                 draft.attempts.append(
                     {"error": exc.code, "detail": exc.message, "deployment": exc.deployment}
@@ -410,5 +470,6 @@ class RunLoop:
                 )
                 continue
             draft.deployment = answer.deployment
+            await budget.admit_tool_call(action.tool, action)
             return action
         return None

@@ -23,7 +23,7 @@ from typing import Any
 from agent.context import Passage, context_record, passages_from_record
 from agent.domain import AgentDefinition, Run, RunOutcome, RunStatus, Step, StepStatus
 from agent.errors import Conflict, NotFound
-from agent.loop import ModelResolver, RunLoop, past_step_limit
+from agent.loop import ModelResolver, RunLoop, continue_or_end, past_step_limit
 from agent.ports import AgentStore, DocumentStore, RunStore
 from agent.replay_compare import (
     Divergence,
@@ -186,9 +186,16 @@ class _Replay:
     async def compare(self) -> ReplayReport:
         history: list[Step] = []
         passages: list[Passage] | None = None
+        loops = self._loop.loop_tracker()
         last = self._steps[-1].number
         for recorded in self._steps:
             number = recorded.number
+            if "resumed_step" in recorded.decision:
+                # A person's decision carried out (an approved or denied action: governed
+                # actions), not a model's: no decision of today's code to compare. It joins
+                # the history as recorded, as it joined the live run's.
+                history.append(recorded)
+                continue
             limit = past_step_limit(self._agent, number - 1)
             if limit is not None:
                 when = f"after step {number - 1} ({describe_ending(limit)})"
@@ -219,8 +226,7 @@ class _Replay:
                 return self._report(number - 1, found)
             if passages is None:
                 passages = passages_from_record(step.context)
-            if outcome.status is None:
-                outcome = past_step_limit(self._agent, number) or outcome
+            outcome = continue_or_end(self._agent, step, outcome, loops)
             history.append(step)
             if number <= (self._run.forked_from_step or 0) < last:
                 # A step copied into a fork: the fork went on after it because someone forked

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.budgets.directory import BudgetDirectory
+from agent.budgets.service import BudgetService
 from agent.events import EventHub, EventSettings, EventStream
 from agent.loop import RunLoop
 from agent.outbox.dispatcher import Dispatcher
@@ -90,6 +92,9 @@ class Services:
     replays: ReplayService = field(init=False)
     outbox: OutboxService = field(init=False)
     events: EventStream = field(init=False)
+    budgets: BudgetService = field(init=False)
+    budget_rules: BudgetDirectory = field(init=False)
+    """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
     policies: PolicyService = field(init=False)
     approvals: ApprovalService = field(init=False)
     governance: Governance = field(init=False)
@@ -112,6 +117,10 @@ class Services:
         )
         self.outbox = OutboxService(s.outbox, s.runs, s.audit)
         self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
+        self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
+        self.budgets = BudgetService(
+            s.budgets, tenants=s.tenants, keys=s.keys, agents=s.agents, directory=self.budget_rules
+        )
         self.policies = PolicyService(s.tenants, s.agents, s.policies, s.runs)
         self.approvals = ApprovalService(
             s.approvals,
@@ -130,6 +139,7 @@ class Services:
             governance=self.governance,
             tools=build_tools(self.settings.outbox, sql=self.store.sql, records=self.store.records),
             settings=self.settings.agent,
+            budgets=self.budget_rules,
         )
 
     def worker(self, worker_id: str | None = None) -> Worker:

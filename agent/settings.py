@@ -25,6 +25,24 @@ class AgentSettings(BaseSettings):
     (`garrison runs resume|cancel`) instead of being claimed again."""
     default_max_steps: int = Field(default=8, ge=1, le=200)
     default_retrieval_k: int = Field(default=4, ge=0, le=50)
+    loop_max_repeats: int = Field(default=3, ge=0, le=100)
+    """A run is stopped (`loop_detected`) when the same tool call, with the same normalised
+    arguments and the same result, happens this many times; 0 turns the rule off."""
+    loop_stale_window: int = Field(default=4, ge=0, le=100)
+    """A run is stopped when this many tool calls in a row brought no new information (no chunk
+    or result not seen before in the run); 0 turns the rule off."""
+    budget_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    """How long a worker keeps a tenant's budget rules before reading them again."""
+    budget_reservation_ttl_s: float = Field(default=600.0, ge=1)
+    """A model call's token reservation is reclaimable after this (its worker presumed dead);
+    longer than any model call, retries and overload waits included."""
+    budget_contention_wait_s: float = Field(default=30.0, ge=0)
+    """How long a model call waits for tokens of a daily budget that other calls in flight hold
+    (they settle with their real use, usually far below their reservation) before its run ends
+    `budget_exhausted`; a budget really spent ends the run at once."""
+    budget_prompt_bytes_per_token: float = Field(default=3.0, gt=0, le=16)
+    """The prompt estimate a reservation uses: UTF-8 bytes per token, on the low side so the
+    estimate stays above the real count."""
     chunk_tokens: int = Field(default=200, ge=32, le=8192)
     """Budget per chunk in estimated tokens; under the embedding model's input limit (256 for
     all-MiniLM-L6-v2) with room for the title and heading embedded with each chunk."""
@@ -39,6 +57,12 @@ class AgentSettings(BaseSettings):
     def _overlap_fits(self) -> AgentSettings:
         if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
             raise ValueError("chunk_overlap_tokens must be less than half of chunk_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _repeats_mean_repeats(self) -> AgentSettings:
+        if self.loop_max_repeats == 1:
+            raise ValueError("loop_max_repeats must be 0 (off) or at least 2: one call is no loop")
         return self
 
 

@@ -19,6 +19,7 @@ from datastore.errors import translated
 from datastore.fastpath import FastPath
 from datastore.repos.approvals import ApprovalRepository
 from datastore.repos.audit import AuditRepository
+from datastore.repos.budgets import BudgetRepository
 from datastore.repos.documents import DocumentRepository
 from datastore.repos.events import EventRepository
 from datastore.repos.forks import ForkRepository
@@ -50,6 +51,7 @@ class Datastore:
     events: EventRepository = field(init=False)
     outbox: OutboxRepository = field(init=False)
     forks: ForkRepository = field(init=False)
+    budgets: BudgetRepository = field(init=False)
     policies: PolicyRepository = field(init=False)
     approvals: ApprovalRepository = field(init=False)
     records: RecordRepository = field(init=False)
@@ -70,6 +72,7 @@ class Datastore:
         self.events = EventRepository(self.engine)
         self.outbox = OutboxRepository(self.engine)
         self.forks = ForkRepository(self.engine)
+        self.budgets = BudgetRepository(self.engine)
         self.policies = PolicyRepository(self.engine)
         self.approvals = ApprovalRepository(self.engine)
         self.records = RecordRepository(self.engine)

@@ -19,6 +19,7 @@ import ops.commands.engines  # noqa: F401
 from ops.commands import (
     agents,
     approvals,
+    budgets,
     db,
     docs,
     engine,
@@ -114,6 +115,7 @@ app.command("search")(search.search)
 app.command("reindex")(search.reindex)
 app.add_typer(runs.app, name="runs")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(budgets.app, name="budgets")
 app.add_typer(policies.app, name="policies")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(models.app, name="models")

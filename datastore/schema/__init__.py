@@ -2,6 +2,7 @@
 
 from datastore.schema.audit import AuditRow
 from datastore.schema.base import Base
+from datastore.schema.budgets import BudgetReservationRow, BudgetRow, BudgetUsageRow
 from datastore.schema.documents import EMBEDDING_DIM, ChunkRow, DocumentRow
 from datastore.schema.governance import ApprovalRow, PolicyRow
 from datastore.schema.models import ModelDeploymentRow
@@ -15,6 +16,9 @@ __all__ = [
     "ApprovalRow",
     "AuditRow",
     "Base",
+    "BudgetReservationRow",
+    "BudgetRow",
+    "BudgetUsageRow",
     "ChunkRow",
     "DocumentRow",
     "ModelDeploymentRow",
