@@ -195,6 +195,7 @@ class _Replay:
                 # actions), not a model's: no decision of today's code to compare. It joins
                 # the history as recorded, as it joined the live run's.
                 history.append(recorded)
+                loops.observe(recorded)
                 continue
             limit = past_step_limit(self._agent, number - 1)
             if limit is not None:
