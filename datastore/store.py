@@ -73,7 +73,7 @@ class Datastore:
         self.outbox = OutboxRepository(self.engine)
         self.forks = ForkRepository(self.engine)
         self.budgets = BudgetRepository(self.engine)
-        self.policies = PolicyRepository(self.engine)
+        self.policies = PolicyRepository(self.engine, self.fast)
         self.approvals = ApprovalRepository(self.engine)
         self.records = RecordRepository(self.engine)
         self.org_data = OrgDataRepository(self.engine)

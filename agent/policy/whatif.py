@@ -85,12 +85,12 @@ async def what_if(
 def _with_draft(
     draft: CompiledPolicy, draft_agent: str | None, active: list[PolicyRecord]
 ) -> EffectivePolicy:
-    others = [r for r in active if (r.agent_name is None) != (draft_agent is None)]
-    tenant = [compiled(r) for r in others if r.agent_name is None]
-    agent = [compiled(r) for r in others if r.agent_name is not None]
-    version: JSON = {
-        "tenant": "draft" if draft_agent is None else (others[0].version if tenant else None),
-        "agent": "draft" if draft_agent is not None else (others[0].version if agent else None),
-    }
-    parts = [*tenant, draft] if draft_agent is not None else [draft, *agent]
+    """The draft in its scope's place, beside the other scope's active version (if any)."""
+    other = next((r for r in active if (r.agent_name is None) != (draft_agent is None)), None)
+    if draft_agent is None:  # a tenant draft, beside the agent's own policy
+        parts = [draft, *([compiled(other)] if other else [])]
+        version: JSON = {"tenant": "draft", "agent": other.version if other else None}
+    else:  # an agent draft, on top of the tenant's policy
+        parts = [*([compiled(other)] if other else []), draft]
+        version = {"tenant": other.version if other else None, "agent": "draft"}
     return EffectivePolicy(tuple(parts), version)

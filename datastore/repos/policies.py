@@ -16,21 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent.domain import JSON, PolicyRecord
 from datastore.errors import translated
+from datastore.fastpath import FastPath
 from datastore.repos.audit import append_entry
 from datastore.schema import PolicyRow
 
 POLICIES = cast(Table, PolicyRow.__table__)
 
 
-# The newest version of each of the (at most) two scopes, in one indexed query.
-ACTIVE_SQL = text(
-    """
-    SELECT DISTINCT ON (coalesce(agent_name, '')) *
-    FROM policies
-    WHERE tenant_id = :tenant_id AND (agent_name IS NULL OR agent_name = :agent)
-    ORDER BY coalesce(agent_name, ''), version DESC
-    """
-)
+# The newest version of each of the (at most) two scopes, in one indexed query. Workers run it
+# once per claimed run, so it goes over the fast path (`datastore.fastpath`).
+ACTIVE_SQL = """
+SELECT DISTINCT ON (coalesce(agent_name, '')) *
+FROM policies
+WHERE tenant_id = %(tenant_id)s AND (agent_name IS NULL OR agent_name = %(agent)s)
+ORDER BY coalesce(agent_name, ''), version DESC
+"""
 
 
 def _record(row: Row[Any]) -> PolicyRecord:
@@ -53,8 +53,9 @@ def _scope(agent_name: str | None) -> Any:
 
 
 class PolicyRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, fast: FastPath) -> None:
         self._engine = engine
+        self._fast = fast
 
     async def apply(
         self,
@@ -111,10 +112,7 @@ class PolicyRepository:
         return None if row is None else _record(row)
 
     async def active(self, tenant_id: uuid.UUID, agent_name: str | None) -> list[PolicyRecord]:
-        async with translated(), self._engine.connect() as conn:
-            rows = (
-                await conn.execute(ACTIVE_SQL, {"tenant_id": tenant_id, "agent": agent_name})
-            ).all()
+        rows = await self._fast.fetchall(ACTIVE_SQL, {"tenant_id": tenant_id, "agent": agent_name})
         return [_record(r) for r in rows]
 
     async def history(self, tenant_id: uuid.UUID, agent_name: str | None) -> list[PolicyRecord]:

@@ -99,6 +99,10 @@ def test_a_draft_is_tested_against_recorded_runs(
     human = cli.ok("policies", "test", draft, "--against-runs").stdout
     assert f"{run.id}:2" in human
     assert "1 of 3 recorded action(s) in 1 run(s) would be decided differently" in human
+    scoped = cli.json("policies", "test", draft, "--against-runs", "-t", "acme", "-a", "notifier")
+    assert scoped["changes"][0]["draft"]["version"] == {"tenant": None, "agent": "draft"}
+    other = cli.json("policies", "test", draft, "--against-runs", "-t", "acme", "-a", "assistant")
+    assert (other["runs"], other["changed"]) == (0, 0)  # only that agent's runs are judged
     same = write(tmp_path, "same.toml", 'description = "nothing"\n')
     assert "no change" in cli.ok("policies", "test", same, "--against-runs", "-t", "acme").stdout
     cli.fails(2, "usage", "policies", "test", draft)
