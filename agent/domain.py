@@ -73,7 +73,8 @@ class StepStatus(StrEnum):
 
 
 class Role(StrEnum):
-    """Roles an API key can carry. Enforcement beyond tenant scoping comes with governed actions."""
+    """Roles an API key can carry, inside its tenant. Which role each API operation needs, and
+    which roles imply which, is stated in one table: `agent.api.roles`."""
 
     ADMIN = "admin"
     OPERATOR = "operator"
@@ -109,6 +110,11 @@ class Principal:
     tenant_id: uuid.UUID
     key_id: uuid.UUID
     roles: tuple[Role, ...]
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller: by its key's id, never by anything secret."""
+        return f"key:{self.key_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +366,37 @@ class AuditEntry:
     detail: JSON = field(default_factory=dict)
     created_at: datetime | None = None
     hash: str = ""
+    prev_hash: str = ""
+    """The hash of the entry before it (all zeros for the first): the link the chain checks."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first audit entry at which the hash chain does not hold."""
+
+    entry_id: int
+    code: str
+    """`audit_entry_altered` (its content no longer matches its hash), `audit_chain_broken`
+    (it does not follow the entry before it: one was deleted or rewritten), or
+    `audit_anchor_mismatch` (an entry the caller noted down has another hash now)."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What `garrison audit verify` found after recomputing the whole chain."""
+
+    checked: int
+    """Entries recomputed (up to and including a break)."""
+    head_id: int | None
+    """The last entry checked; note it with `head_hash` to catch a later rewrite or
+    truncation (`--anchor`)."""
+    head_hash: str | None
+    broken: ChainBreak | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
 
 
 def check_transition(current: RunStatus, new: RunStatus) -> None:

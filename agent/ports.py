@@ -58,19 +58,30 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
 
 
+# Every change an administrator makes through these stores takes the `actor` it is audited
+# under and appends the audit entry in the change's own transaction.
+
+
 class TenantStore(Protocol):
-    async def create_tenant(self, name: str) -> Tenant: ...
+    async def create_tenant(self, name: str, *, actor: str | None = None) -> Tenant: ...
     async def get_tenant(self, name: str) -> Tenant | None: ...
     async def list_tenants(self) -> list[Tenant]: ...
 
 
 class KeyStore(Protocol):
     async def create_key(
-        self, tenant_id: uuid.UUID, name: str, roles: Sequence[Role], key_hash: str, prefix: str
+        self,
+        tenant_id: uuid.UUID,
+        name: str,
+        roles: Sequence[Role],
+        key_hash: str,
+        prefix: str,
+        *,
+        actor: str,
     ) -> ApiKey: ...
     async def authenticate(self, key_hash: str) -> Principal | None: ...
     async def list_keys(self, tenant_id: uuid.UUID | None = None) -> list[ApiKey]: ...
-    async def revoke_key(self, key_id: uuid.UUID) -> ApiKey | None: ...
+    async def revoke_key(self, key_id: uuid.UUID, *, actor: str) -> ApiKey | None: ...
 
 
 class AgentStore(Protocol):
@@ -84,6 +95,7 @@ class AgentStore(Protocol):
         model_role: str,
         max_steps: int,
         retrieval_k: int,
+        actor: str | None = None,
     ) -> AgentDefinition: ...
     async def get_agent(self, tenant_id: uuid.UUID, name: str) -> AgentDefinition | None: ...
     async def get_agent_by_id(self, agent_id: uuid.UUID) -> AgentDefinition | None: ...
@@ -159,14 +171,18 @@ class RunStore(Protocol):
         """End a run for a reason found before any step could run (its agent was deleted)."""
         ...
 
-    async def cancel_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+    async def cancel_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
         """Cancel now if no worker drives the run, else request it for the next step boundary.
 
         None if there is no such run; `IllegalTransition` if it already ended.
         """
         ...
 
-    async def resume_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+    async def resume_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
         """Queue a parked run again with its attempts reset; `IllegalTransition` otherwise."""
         ...
 
@@ -419,7 +435,7 @@ class OutboxStore(Protocol):
         status: OutboxStatus | None = None,
         limit: int = 100,
     ) -> list[OutboxItem]: ...
-    async def requeue(self, item_id: int) -> OutboxItem | None:
+    async def requeue(self, item_id: int, *, actor: str) -> OutboxItem | None:
         """A failed row back to pending, due now, with its attempts reset; None if the row is
         not failed (or does not exist)."""
         ...

@@ -28,6 +28,7 @@ from agent.policy.service import PolicyService
 from agent.policy.settings import GovernanceSettings
 from agent.replay import ReplayService
 from agent.services.approvals import ApprovalService
+from agent.services.audit import AuditService
 from agent.services.documents import DocumentService
 from agent.services.forks import ForkService
 from agent.services.keys import KeyService
@@ -91,19 +92,20 @@ class Services:
     forks: ForkService = field(init=False)
     replays: ReplayService = field(init=False)
     outbox: OutboxService = field(init=False)
+    audit: AuditService = field(init=False)
     events: EventStream = field(init=False)
-    budgets: BudgetService = field(init=False)
-    budget_rules: BudgetDirectory = field(init=False)
-    """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
     policies: PolicyService = field(init=False)
     approvals: ApprovalService = field(init=False)
     governance: Governance = field(init=False)
     """Policies and approvals as the run loop sees them."""
+    budgets: BudgetService = field(init=False)
+    budget_rules: BudgetDirectory = field(init=False)
+    """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
 
     def __post_init__(self) -> None:
         s = self.store
-        self.keys = KeyService(s.tenants, s.keys, s.audit)
-        self.tenancy = TenancyService(s.tenants, s.agents, s.audit, self.settings.agent)
+        self.keys = KeyService(s.tenants, s.keys)
+        self.tenancy = TenancyService(s.tenants, s.agents, self.settings.agent)
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
         self.catalog = ModelCatalog(s.models, self.models.registry)
@@ -115,12 +117,9 @@ class Services:
             tools=build_tools(self.settings.outbox, sql=s.sql, records=s.records),
             settings=self.settings.agent,
         )
-        self.outbox = OutboxService(s.outbox, s.runs, s.audit)
+        self.outbox = OutboxService(s.outbox, s.runs)
+        self.audit = AuditService(s.audit, s.tenants)
         self.events = EventStream(s.runs, s.events, EventHub(s.events), self.settings.events)
-        self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
-        self.budgets = BudgetService(
-            s.budgets, tenants=s.tenants, keys=s.keys, agents=s.agents, directory=self.budget_rules
-        )
         self.policies = PolicyService(s.tenants, s.agents, s.policies, s.runs)
         self.approvals = ApprovalService(
             s.approvals,
@@ -129,6 +128,10 @@ class Services:
             EgressPolicy(self.settings.outbox.http_allow_hosts),
         )
         self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
+        self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
+        self.budgets = BudgetService(
+            s.budgets, tenants=s.tenants, keys=s.keys, agents=s.agents, directory=self.budget_rules
+        )
 
     def run_loop(self) -> RunLoop:
         return RunLoop(

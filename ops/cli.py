@@ -19,6 +19,7 @@ import ops.commands.engines  # noqa: F401
 from ops.commands import (
     agents,
     approvals,
+    audit,
     budgets,
     db,
     docs,
@@ -115,11 +116,12 @@ app.command("search")(search.search)
 app.command("reindex")(search.reindex)
 app.add_typer(runs.app, name="runs")
 app.add_typer(outbox.app, name="outbox")
-app.add_typer(budgets.app, name="budgets")
 app.add_typer(policies.app, name="policies")
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(budgets.app, name="budgets")
 app.add_typer(models.app, name="models")
 app.add_typer(engine.app, name="engine")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,15 @@ class TenantFixture:
     secret: str
 
 
-async def make_tenant(services: Services, name: str, *, max_steps: int = 6) -> TenantFixture:
+async def make_tenant(
+    services: Services,
+    name: str,
+    *,
+    max_steps: int = 6,
+    roles: Sequence[Role] = (Role.ADMIN,),
+) -> TenantFixture:
+    """A tenant with an `assistant` agent and a key. The key is the tenant's admin by default:
+    these fixtures exercise features, not access control (tests/api/test_roles.py does)."""
     tenant = await services.tenancy.create_tenant(name, actor="test")
     agent = await services.tenancy.put_agent(
         name,
@@ -162,7 +170,7 @@ async def make_tenant(services: Services, name: str, *, max_steps: int = 6) -> T
         max_steps=max_steps,
         actor="test",
     )
-    key, secret = await services.keys.create(name, "test key", [Role.CLIENT], actor="test")
+    key, secret = await services.keys.create(name, "test key", roles, actor="test")
     principal = await services.keys.authenticate(secret)
     assert principal.key_id == key.id
     return TenantFixture(tenant=tenant, agent=agent, principal=principal, secret=secret)

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from agent.api.access import apply_role_table
 from agent.api.errors import install_error_handlers
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
@@ -27,7 +28,8 @@ from agent.runtime import Services, Settings, open_services
 DESCRIPTION = (
     "Submit agent runs, read them step by step, manage the documents agents search, and see "
     "which models serve them. "
-    "Every `/v1` route needs `Authorization: Bearer gk_...`; every error answers "
+    "Every `/v1` route needs `Authorization: Bearer gk_...` from a key holding the role the "
+    "operation names (`x-required-role`; 403 `forbidden` otherwise); every error answers "
     '`{"error": {"code", "message", "request_id"}}` and carries an `X-Request-ID` header.'
 )
 
@@ -78,4 +80,6 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
     app.include_router(run_events.router)
     app.include_router(run_forks.router)
     app.include_router(approvals.router)
+    # Last, after every router: refuses an app with a route the role table does not cover.
+    apply_role_table(app)
     return app

@@ -2,7 +2,8 @@
 
 Reads are tenant-scoped like every other read (`tenant_id=None` is the operator's view across
 tenants, CLI only); a run that is not the caller's is not found, never an empty list. A retry
-is an operator's decision about something that failed for good, so it is audited.
+is an operator's decision about something that failed for good, so the store audits it in the
+retry's own transaction.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import uuid
 
 from agent.errors import CallerError, Conflict, NotFound
-from agent.ports import AuditLog, OutboxItem, OutboxStatus, OutboxStore, RunStore
+from agent.ports import OutboxItem, OutboxStatus, OutboxStore, RunStore
 
 
 class OutboxService:
-    def __init__(self, outbox: OutboxStore, runs: RunStore, audit: AuditLog) -> None:
+    def __init__(self, outbox: OutboxStore, runs: RunStore) -> None:
         self._outbox = outbox
         self._runs = runs
-        self._audit = audit
 
     async def list(
         self,
@@ -37,7 +37,7 @@ class OutboxService:
 
     async def retry(self, item_id: int, *, actor: str) -> OutboxItem:
         """A failed row back to pending, due now, with a fresh set of attempts."""
-        item = await self._outbox.requeue(item_id)
+        item = await self._outbox.requeue(item_id, actor=actor)
         if item is None:
             current = await self._outbox.get_item(item_id, None)
             if current is None:
@@ -45,12 +45,4 @@ class OutboxService:
             raise Conflict(
                 f"outbox row {item_id} is {current.status}: only failed rows can be retried"
             )
-        await self._audit.append(
-            tenant_id=item.tenant_id,
-            actor=actor,
-            action="outbox.retry",
-            object_type="outbox",
-            object_id=str(item.id),
-            detail={"idempotency_key": item.idempotency_key, "kind": item.kind},
-        )
         return item

@@ -34,9 +34,11 @@ class ForkStore(Protocol):
         from_step: int,
         deployment: str | None,
         api_key_id: uuid.UUID | None,
+        actor: str,
     ) -> uuid.UUID | None:
-        """Create the fork and copy steps 1..from_step in one transaction; its id, or None when
-        the parent does not exist for this tenant. Outbox rows are never copied."""
+        """Create the fork, copy steps 1..from_step and audit it under `actor`, in one
+        transaction; its id, or None when the parent does not exist for this tenant. Outbox
+        rows are never copied."""
         ...
 
 
@@ -54,9 +56,11 @@ class ForkService:
         from_step: int,
         deployment: str | None = None,
         api_key_id: uuid.UUID | None = None,
+        actor: str,
     ) -> Run:
         """A new queued run with the parent's steps 1..`from_step`; `tenant_id=None` is the
-        operator's view across tenants (CLI only). `deployment=None` keeps the parent's pin."""
+        operator's view across tenants (CLI only). `deployment=None` keeps the parent's pin.
+        Audited under `actor` (`key:<id>` or `cli:<user>`)."""
         parent = await self._runs.get_run(run_id, tenant_id)
         if parent is None:
             raise NotFound(f"run {run_id} not found")
@@ -74,6 +78,7 @@ class ForkService:
             from_step=from_step,
             deployment=pin,
             api_key_id=api_key_id,
+            actor=actor,
         )
         fork = None if fork_id is None else await self._runs.get_run(fork_id, parent.tenant_id)
         if fork is None:

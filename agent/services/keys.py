@@ -1,4 +1,6 @@
-"""API keys: minting (the secret is shown once), authenticating and revoking."""
+"""API keys: minting (the secret is shown once), authenticating and revoking.
+
+Minting and revoking are audited under the caller's `actor`, in the store's transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Sequence
 
 from agent.domain import ApiKey, Principal, Role
 from agent.errors import CallerError, NotFound, Unauthorized
-from agent.ports import AuditLog, KeyStore, TenantStore
+from agent.ports import KeyStore, TenantStore
 
 KEY_PREFIX = "gk_"
 PREFIX_CHARS = 10
@@ -20,10 +22,9 @@ def hash_key(secret: str) -> str:
 
 
 class KeyService:
-    def __init__(self, tenants: TenantStore, keys: KeyStore, audit: AuditLog) -> None:
+    def __init__(self, tenants: TenantStore, keys: KeyStore) -> None:
         self._tenants = tenants
         self._keys = keys
-        self._audit = audit
 
     async def create(
         self, tenant_name: str, name: str, roles: Sequence[Role], *, actor: str
@@ -36,15 +37,7 @@ class KeyService:
             raise NotFound(f"tenant {tenant_name!r} not found")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = await self._keys.create_key(
-            tenant.id, name, roles, hash_key(secret), secret[:PREFIX_CHARS]
-        )
-        await self._audit.append(
-            tenant_id=tenant.id,
-            actor=actor,
-            action="key.create",
-            object_type="api_key",
-            object_id=str(key.id),
-            detail={"name": name, "roles": [str(r) for r in roles], "prefix": key.prefix},
+            tenant.id, name, roles, hash_key(secret), secret[:PREFIX_CHARS], actor=actor
         )
         return key, secret
 
@@ -66,15 +59,7 @@ class KeyService:
         return await self._keys.list_keys(tenant_id)
 
     async def revoke(self, key_id: uuid.UUID, *, actor: str) -> ApiKey:
-        key = await self._keys.revoke_key(key_id)
+        key = await self._keys.revoke_key(key_id, actor=actor)
         if key is None:
             raise NotFound(f"API key {key_id} not found")
-        await self._audit.append(
-            tenant_id=key.tenant_id,
-            actor=actor,
-            action="key.revoke",
-            object_type="api_key",
-            object_id=str(key.id),
-            detail={"name": key.name},
-        )
         return key

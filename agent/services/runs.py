@@ -138,17 +138,18 @@ class RunService:
             raise CallerError("limit must be between 1 and 1000")
         return await self._runs.list_runs(tenant_id, status, limit)
 
-    async def cancel(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run:
+    async def cancel(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str) -> Run:
         """Cancel a run: at once unless a worker is driving it, else at its next step boundary
-        (the run comes back `running` with `cancel_requested_at` set)."""
-        run = await self._runs.cancel_run(run_id, tenant_id)
+        (the run comes back `running` with `cancel_requested_at` set). Audited under `actor`."""
+        run = await self._runs.cancel_run(run_id, tenant_id, actor=actor)
         if run is None:
             raise NotFound(f"run {run_id} not found")
         return run
 
-    async def resume(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run:
-        """Queue a parked run again; it continues from its last committed step."""
-        run = await self._runs.resume_run(run_id, tenant_id)
+    async def resume(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str) -> Run:
+        """Queue a parked run again; it continues from its last committed step. Audited under
+        `actor`."""
+        run = await self._runs.resume_run(run_id, tenant_id, actor=actor)
         if run is None:
             raise NotFound(f"run {run_id} not found")
         return run

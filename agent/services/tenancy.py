@@ -1,4 +1,5 @@
-"""Tenants and their agent definitions."""
+"""Tenants and their agent definitions; each change is audited under the caller's `actor`, in
+the store's transaction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 
 from agent.domain import AgentDefinition, Tenant
 from agent.errors import CallerError, NotFound
-from agent.ports import AgentStore, AuditLog, TenantStore
+from agent.ports import AgentStore, TenantStore
 from agent.settings import AgentSettings
 from agent.tools import TOOL_NAMES
 
@@ -23,25 +24,13 @@ def check_name(kind: str, name: str) -> str:
 
 
 class TenancyService:
-    def __init__(
-        self, tenants: TenantStore, agents: AgentStore, audit: AuditLog, settings: AgentSettings
-    ) -> None:
+    def __init__(self, tenants: TenantStore, agents: AgentStore, settings: AgentSettings) -> None:
         self._tenants = tenants
         self._agents = agents
-        self._audit = audit
         self._settings = settings
 
     async def create_tenant(self, name: str, *, actor: str) -> Tenant:
-        tenant = await self._tenants.create_tenant(check_name("tenant", name))
-        await self._audit.append(
-            tenant_id=tenant.id,
-            actor=actor,
-            action="tenant.create",
-            object_type="tenant",
-            object_id=str(tenant.id),
-            detail={"name": name},
-        )
-        return tenant
+        return await self._tenants.create_tenant(check_name("tenant", name), actor=actor)
 
     async def require_tenant(self, name: str) -> Tenant:
         tenant = await self._tenants.get_tenant(name)
@@ -80,7 +69,7 @@ class TenancyService:
         k = retrieval_k if retrieval_k is not None else self._settings.default_retrieval_k
         if not 1 <= steps <= 200 or not 0 <= k <= 50:
             raise CallerError("max_steps must be 1..200 and retrieval_k 0..50")
-        agent = await self._agents.put_agent(
+        return await self._agents.put_agent(
             tenant.id,
             name,
             instructions=instructions.strip(),
@@ -88,16 +77,8 @@ class TenancyService:
             model_role=model_role,
             max_steps=steps,
             retrieval_k=k,
-        )
-        await self._audit.append(
-            tenant_id=tenant.id,
             actor=actor,
-            action="agent.put",
-            object_type="agent",
-            object_id=str(agent.id),
-            detail={"name": name, "version": agent.version, "tools": allowed},
         )
-        return agent
 
     async def list_agents(self, tenant_name: str | None = None) -> list[AgentDefinition]:
         tenant_id = (await self.require_tenant(tenant_name)).id if tenant_name else None

@@ -4,6 +4,7 @@ One transaction creates the run and copies the steps, so a fork either exists wi
 copied steps or not at all. The parent's outbox rows are not copied: their side effects already
 happened (or will, for the parent), and a fork must never send them again. The copied steps keep
 everything they recorded (context, decision, result, tokens, timings); only the run changes.
+The fork is an operator's change and is audited in the same transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent.domain import RunStatus
 from agent.errors import Conflict
 from datastore.errors import translated
+from datastore.repos.audit import append_entry
 from datastore.schema import RunRow, StepRow
 
 RUNS = cast(Table, RunRow.__table__)
@@ -39,6 +41,7 @@ class ForkRepository:
         from_step: int,
         deployment: str | None,
         api_key_id: uuid.UUID | None,
+        actor: str,
     ) -> uuid.UUID | None:
         """The new run's id; None when the parent does not exist (for this tenant).
 
@@ -92,4 +95,13 @@ class ForkRepository:
                 # Committed steps are numbered 1..step_count without gaps; anything else is a
                 # damaged ledger, and a fork of it must not exist (raising rolls it back).
                 raise Conflict(f"run {parent_id} does not have all of steps 1..{from_step}")
+            await append_entry(
+                conn,
+                tenant_id=parent.tenant_id,
+                actor=actor,
+                action="run.fork",
+                object_type="run",
+                object_id=str(fork_id),
+                detail={"parent": str(parent.id), "from_step": from_step, "deployment": deployment},
+            )
         return fork_id

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent.domain import JSON
 from agent.ports import OutboxItem, OutboxStatus
 from datastore.errors import translated
+from datastore.repos.audit import append_entry
 from datastore.schema import OutboxRow
 
 OUTBOX = cast(Table, OutboxRow.__table__)
@@ -189,7 +190,7 @@ class OutboxRepository:
             rows = (await conn.execute(stmt)).all()
         return [_item(r) for r in rows]
 
-    async def requeue(self, item_id: int) -> OutboxItem | None:
+    async def requeue(self, item_id: int, *, actor: str) -> OutboxItem | None:
         stmt = (
             update(OUTBOX)
             .where(OUTBOX.c.id == item_id, OUTBOX.c.status == OutboxStatus.FAILED.value)
@@ -204,4 +205,17 @@ class OutboxRepository:
         )
         async with translated(), self._engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
-        return None if row is None else _item(row)
+            if row is None:
+                return None
+            item = _item(row)
+            # An operator's decision, audited in its own transaction.
+            await append_entry(
+                conn,
+                tenant_id=item.tenant_id,
+                actor=actor,
+                action="outbox.retry",
+                object_type="outbox",
+                object_id=str(item.id),
+                detail={"idempotency_key": item.idempotency_key, "kind": item.kind},
+            )
+        return item

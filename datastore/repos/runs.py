@@ -15,20 +15,12 @@ from typing import Any, cast
 from sqlalchemy import (
     Row,
     Table,
-    Text,
-    and_,
-    case,
-    false,
     func,
-    insert,
-    null,
-    or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.elements import ColumnElement
 
 from agent.domain import (
     AgentDefinition,
@@ -43,6 +35,7 @@ from agent.domain import (
 from agent.errors import IllegalTransition, LeaseLost
 from datastore.errors import translated
 from datastore.fastpath import FastPath
+from datastore.repos.audit import append_entry
 from datastore.repos.run_queue import RunQueue
 from datastore.repos.step_commits import StepCommit, StepCommitter
 from datastore.schema import RunRow, StepRow
@@ -253,7 +246,9 @@ class RunRepository:
     async def close(self) -> None:
         await self._commits.close()
 
-    async def cancel_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+    async def cancel_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
         async with translated(), self._engine.begin() as conn:
             row = await self._lock(conn, run_id, tenant_id)
             if row is None:
@@ -274,9 +269,16 @@ class RunRepository:
                     cancel_requested_at=requested_at,
                     **self._outcome_values(outcome, current),
                 )
-            return _run((await conn.execute(stmt.returning(*RUNS.c))).one())
+            run = _run((await conn.execute(stmt.returning(*RUNS.c))).one())
+            # `deferred`: a worker holds the run, which ends at its next step boundary.
+            deferred = run.status != RunStatus.CANCELLED
+            detail = {"from": current.value, "deferred": deferred}
+            await _audit_run(conn, run, actor, "run.cancel", detail)
+            return run
 
-    async def resume_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+    async def resume_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
         async with translated(), self._engine.begin() as conn:
             row = await self._lock(conn, run_id, tenant_id)
             if row is None:
@@ -299,7 +301,9 @@ class RunRepository:
                 )
                 .returning(*RUNS.c)
             )
-            return _run((await conn.execute(stmt)).one())
+            run = _run((await conn.execute(stmt)).one())
+            await _audit_run(conn, run, actor, "run.resume", {"from": current.value})
+            return run
 
     async def _lock(
         self, conn: AsyncConnection, run_id: uuid.UUID, tenant_id: uuid.UUID | None
@@ -329,3 +333,19 @@ class RunRepository:
         if row is None:
             raise LeaseLost(f"run {run_id} is no longer leased to {worker_id}")
         return _run(row)
+
+
+async def _audit_run(
+    conn: AsyncConnection, run: Run, actor: str, action: str, detail: dict[str, Any]
+) -> None:
+    """An operator's change to a run, audited in the change's transaction (its last statement,
+    so the audit log's lock is held only until the commit right after)."""
+    await append_entry(
+        conn,
+        tenant_id=run.tenant_id,
+        actor=actor,
+        action=action,
+        object_type="run",
+        object_id=str(run.id),
+        detail={**detail, "to": run.status.value},
+    )

@@ -1,4 +1,8 @@
-"""Tenants, API keys and agent definitions."""
+"""Tenants, API keys and agent definitions.
+
+Each change is an administrator's and goes into the audit log in the same transaction as the
+change itself (`append_entry`), so neither can be committed without the other.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent.domain import AgentDefinition, ApiKey, Principal, Role, Tenant
 from datastore.errors import translated
 from datastore.fastpath import FastPath
+from datastore.repos.audit import append_entry
 from datastore.schema import AgentRow, ApiKeyRow, TenantRow
 
 # `last_used_at` is advisory; writing it on every request would add a commit to each call.
@@ -57,15 +62,28 @@ class TenantRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create_tenant(self, name: str) -> Tenant:
+    async def create_tenant(self, name: str, *, actor: str | None = None) -> Tenant:
+        """The tenant, created unless it exists. A creation is audited under `actor`; None
+        audits nothing and is for benchmarks seeding a database of their own."""
         stmt = (
             insert(TenantRow)
             .values(id=uuid.uuid4(), name=name)
             .on_conflict_do_nothing(index_elements=[TenantRow.name])
+            .returning(TenantRow.id)
         )
         async with translated(), self._engine.begin() as conn:
-            await conn.execute(stmt)
+            created = (await conn.execute(stmt)).first()
             row = (await conn.execute(select(TenantRow).where(TenantRow.name == name))).one()
+            if created is not None and actor is not None:
+                await append_entry(
+                    conn,
+                    tenant_id=row.id,
+                    actor=actor,
+                    action="tenant.create",
+                    object_type="tenant",
+                    object_id=str(row.id),
+                    detail={"name": name},
+                )
         return _tenant(row)
 
     async def get_tenant(self, name: str) -> Tenant | None:
@@ -90,9 +108,17 @@ class KeyRepository:
         )
 
     async def create_key(
-        self, tenant_id: uuid.UUID, name: str, roles: Sequence[Role], key_hash: str, prefix: str
+        self,
+        tenant_id: uuid.UUID,
+        name: str,
+        roles: Sequence[Role],
+        key_hash: str,
+        prefix: str,
+        *,
+        actor: str,
     ) -> ApiKey:
         key_id = uuid.uuid4()
+        role_names = [str(r) for r in roles]
         async with translated(), self._engine.begin() as conn:
             await conn.execute(
                 insert(ApiKeyRow).values(
@@ -101,8 +127,17 @@ class KeyRepository:
                     name=name,
                     prefix=prefix,
                     key_hash=key_hash,
-                    roles=[str(r) for r in roles],
+                    roles=role_names,
                 )
+            )
+            await append_entry(
+                conn,
+                tenant_id=tenant_id,
+                actor=actor,
+                action="key.create",
+                object_type="api_key",
+                object_id=str(key_id),
+                detail={"name": name, "roles": role_names, "prefix": prefix},
             )
         return await self._get(key_id)
 
@@ -137,16 +172,28 @@ class KeyRepository:
             rows = (await conn.execute(stmt)).all()
         return [_key(r) for r in rows]
 
-    async def revoke_key(self, key_id: uuid.UUID) -> ApiKey | None:
+    async def revoke_key(self, key_id: uuid.UUID, *, actor: str) -> ApiKey | None:
+        """The key, revoked now (audited) or earlier (nothing changes); None if unknown."""
         stmt = (
             update(ApiKeyRow)
-            .where(ApiKeyRow.id == key_id)
-            .values(revoked_at=func.coalesce(ApiKeyRow.revoked_at, func.now()))
-            .returning(ApiKeyRow.id)
+            .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+            .returning(ApiKeyRow.tenant_id, ApiKeyRow.name)
         )
         async with translated(), self._engine.begin() as conn:
-            found = (await conn.execute(stmt)).first()
-        return None if found is None else await self._get(key_id)
+            revoked = (await conn.execute(stmt)).first()
+            if revoked is not None:
+                await append_entry(
+                    conn,
+                    tenant_id=revoked.tenant_id,
+                    actor=actor,
+                    action="key.revoke",
+                    object_type="api_key",
+                    object_id=str(key_id),
+                    detail={"name": revoked.name},
+                )
+            row = (await conn.execute(self._select().where(ApiKeyRow.id == key_id))).first()
+        return None if row is None else _key(row)
 
 
 class AgentRepository:
@@ -164,8 +211,10 @@ class AgentRepository:
         model_role: str,
         max_steps: int,
         retrieval_k: int,
+        actor: str | None = None,
     ) -> AgentDefinition:
-        """Create the agent, or replace its definition and bump its version."""
+        """Create the agent, or replace its definition and bump its version; audited under
+        `actor` (None audits nothing: benchmarks seeding a database of their own)."""
         values = {
             "instructions": instructions,
             "allowed_tools": list(allowed_tools),
@@ -184,6 +233,16 @@ class AgentRepository:
         )
         async with translated(), self._engine.begin() as conn:
             row = (await conn.execute(stmt)).one()
+            if actor is not None:
+                await append_entry(
+                    conn,
+                    tenant_id=tenant_id,
+                    actor=actor,
+                    action="agent.put",
+                    object_type="agent",
+                    object_id=str(row.id),
+                    detail={"name": name, "version": row.version, "tools": list(allowed_tools)},
+                )
         return _agent(row)
 
     # Both lookups run once per submitted or claimed run: one prepared statement each.

@@ -20,7 +20,7 @@ from ops.commands.runs_replay import fork, replay
 from ops.commands.runs_watch import watch
 from ops.errors import INFRASTRUCTURE, CliError
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, with_services
+from ops.runtime import Runtime, actor, with_services
 
 app = typer.Typer(help="Runs: submit, list, inspect step by step, cancel, resume.")
 
@@ -159,7 +159,7 @@ def cancel(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> 
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        run = await rt.services.runs.cancel(run_id, None)
+        run = await rt.services.runs.cancel(run_id, None, actor=actor())
 
         def human() -> None:
             if run.status == RunStatus.CANCELLED:
@@ -178,7 +178,7 @@ def resume(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> 
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        run = await rt.services.runs.resume(run_id, None)
+        run = await rt.services.runs.resume(run_id, None, actor=actor())
         out.emit(
             {"run": _run(run)},
             lambda: out.line(f"run {run.id} queued again; it resumes after step {run.step_count}"),

@@ -18,7 +18,7 @@ import typer
 from agent.domain import Run
 from agent.replay_compare import ReplayReport
 from ops.output import JsonFlag, Output, clip
-from ops.runtime import Runtime, with_services
+from ops.runtime import Runtime, actor, with_services
 
 DIVERGED = 1
 """Exit status of `replay` when today's code decides differently (as for a caller error)."""
@@ -98,7 +98,9 @@ def fork(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        new = await rt.services.forks.fork(run_id, None, from_step=from_step, deployment=deployment)
+        new = await rt.services.forks.fork(
+            run_id, None, from_step=from_step, deployment=deployment, actor=actor()
+        )
         out.emit({"run": _fork(new)}, lambda: _print_fork(out, new))
 
     with_services(ctx, out, body)

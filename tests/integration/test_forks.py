@@ -65,7 +65,11 @@ async def test_fork_copies_steps_and_the_rest_runs_live(
     parent_steps = await services.runs.steps(parent.id, acme.tenant.id)
 
     fork = await services.forks.fork(
-        parent.id, acme.tenant.id, from_step=from_step, api_key_id=acme.principal.key_id
+        parent.id,
+        acme.tenant.id,
+        from_step=from_step,
+        api_key_id=acme.principal.key_id,
+        actor="test",
     )
 
     assert fork.id != parent.id
@@ -110,14 +114,14 @@ async def test_a_fork_from_a_running_run_takes_only_committed_steps(
 ) -> None:
     parent = await parent_run(services, acme, scripted_model)
     with pytest.raises(ForkStepOutOfRange) as wrong:
-        await services.forks.fork(parent.id, acme.tenant.id, from_step=4)
+        await services.forks.fork(parent.id, acme.tenant.id, from_step=4, actor="test")
     assert wrong.value.code == "fork_step_out_of_range"
     with pytest.raises(ForkStepOutOfRange):
-        await services.forks.fork(parent.id, acme.tenant.id, from_step=-1)
+        await services.forks.fork(parent.id, acme.tenant.id, from_step=-1, actor="test")
     queued = await services.runs.submit(acme.principal, "assistant", "not started")
     with pytest.raises(ForkStepOutOfRange):
-        await services.forks.fork(queued.id, acme.tenant.id, from_step=1)
-    fork = await services.forks.fork(queued.id, acme.tenant.id, from_step=0)
+        await services.forks.fork(queued.id, acme.tenant.id, from_step=1, actor="test")
+    fork = await services.forks.fork(queued.id, acme.tenant.id, from_step=0, actor="test")
     assert fork.step_count == 0
 
 
@@ -129,9 +133,9 @@ async def test_another_tenants_run_cannot_be_forked(
 ) -> None:
     parent = await parent_run(services, acme, scripted_model)
     with pytest.raises(NotFound):
-        await services.forks.fork(parent.id, globex.tenant.id, from_step=1)
+        await services.forks.fork(parent.id, globex.tenant.id, from_step=1, actor="test")
     # The operator (no tenant) may fork any run; the fork stays in the parent's tenant.
-    fork = await services.forks.fork(parent.id, None, from_step=1)
+    fork = await services.forks.fork(parent.id, None, from_step=1, actor="test")
     assert fork.tenant_id == acme.tenant.id
 
 
@@ -154,7 +158,7 @@ async def test_side_effects_are_never_copied(
         assert await services.worker().run_until_idle() == 1
         assert await outbox_rows(services, parent.id) == 1
 
-        fork = await services.forks.fork(parent.id, fx.tenant.id, from_step=1)
+        fork = await services.forks.fork(parent.id, fx.tenant.id, from_step=1, actor="test")
         [copied] = await services.runs.steps(fork.id, fx.tenant.id)
         assert copied.tool == "send_email"
         assert await outbox_rows(services, fork.id) == 0
@@ -213,7 +217,9 @@ async def test_a_fork_pinned_to_a_deployment_is_decided_by_it(
     parent = await parent_run(routed, fx, scripted_model)
     assert deployments(await routed.runs.steps(parent.id, fx.tenant.id)) == ["primary"] * 3
 
-    fork = await routed.forks.fork(parent.id, fx.tenant.id, from_step=1, deployment="other")
+    fork = await routed.forks.fork(
+        parent.id, fx.tenant.id, from_step=1, deployment="other", actor="test"
+    )
     assert fork.deployment == "other"
     second_model.enqueue(search("trains"))
     second_model.enqueue(finish("Forty, says the other model."))
@@ -228,9 +234,11 @@ async def test_a_fork_pinned_to_a_deployment_is_decided_by_it(
     assert len(scripted_model.chat_requests) == primary_calls
 
     # A fork of the fork keeps its pin unless told otherwise.
-    again = await routed.forks.fork(fork.id, fx.tenant.id, from_step=2)
+    again = await routed.forks.fork(fork.id, fx.tenant.id, from_step=2, actor="test")
     assert again.deployment == "other"
-    back = await routed.forks.fork(fork.id, fx.tenant.id, from_step=2, deployment="primary")
+    back = await routed.forks.fork(
+        fork.id, fx.tenant.id, from_step=2, deployment="primary", actor="test"
+    )
     assert back.deployment == "primary"
 
 
@@ -239,7 +247,9 @@ async def test_a_pinned_deployment_that_is_down_fails_the_run_without_fallback(
 ) -> None:
     fx = await make_tenant(routed, "acme")
     parent = await parent_run(routed, fx, scripted_model)
-    fork = await routed.forks.fork(parent.id, fx.tenant.id, from_step=1, deployment="dead")
+    fork = await routed.forks.fork(
+        parent.id, fx.tenant.id, from_step=1, deployment="dead", actor="test"
+    )
     scripted_model.enqueue(finish("primary would have answered"))
     assert await routed.worker().run_until_idle() == 1
 
@@ -255,7 +265,9 @@ async def test_the_pin_must_name_a_chat_deployment(
     parent = await parent_run(routed, fx, scripted_model)
     for name in ("nope", "vectors"):
         with pytest.raises(UnknownDeployment) as refused:
-            await routed.forks.fork(parent.id, fx.tenant.id, from_step=1, deployment=name)
+            await routed.forks.fork(
+                parent.id, fx.tenant.id, from_step=1, deployment=name, actor="test"
+            )
         assert refused.value.code == "unknown_deployment"
         assert "dead, other, primary" in refused.value.message
 
@@ -269,7 +281,7 @@ async def test_a_fork_from_a_failed_step_goes_on_and_replays(
     assert await services.worker().run_until_idle() == 1
     assert (await services.runs.get(parent.id, acme.tenant.id)).status == RunStatus.FAILED
 
-    fork = await services.forks.fork(parent.id, acme.tenant.id, from_step=1)
+    fork = await services.forks.fork(parent.id, acme.tenant.id, from_step=1, actor="test")
     scripted_model.enqueue(finish("a second chance"))
     assert await services.worker().run_until_idle() == 1
     final = await services.runs.get(fork.id, acme.tenant.id)

@@ -125,7 +125,7 @@ async def test_cancelling_a_queued_run_ends_it_at_once(
     services: Services, acme: TenantFixture, scripted_model: ScriptedModelServer
 ) -> None:
     run = await services.runs.submit(acme.principal, "assistant", "q")
-    cancelled = await services.runs.cancel(run.id, acme.tenant.id)
+    cancelled = await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert cancelled.status == RunStatus.CANCELLED
     assert cancelled.failure_code == codes.CANCELLED
     assert cancelled.cancel_requested_at is not None
@@ -133,7 +133,7 @@ async def test_cancelling_a_queued_run_ends_it_at_once(
     assert await services.worker().run_until_idle() == 0
     assert scripted_model.chat_requests == []
     with pytest.raises(IllegalTransition) as again:
-        await services.runs.cancel(run.id, acme.tenant.id)
+        await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert again.value.code == "illegal_transition"
 
 
@@ -146,7 +146,7 @@ async def test_cancel_during_a_step_commits_that_step_and_ends_the_run(
     driving = asyncio.create_task(services.worker().run_until_idle())
     await wait_for(lambda: len(scripted_model.chat_requests) == 1, "the first model call")
 
-    requested = await services.runs.cancel(run.id, acme.tenant.id)
+    requested = await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert requested.status == RunStatus.RUNNING  # the step in flight is not interrupted
     assert requested.cancel_requested_at is not None
     assert await asyncio.wait_for(driving, 10) == 1
@@ -173,7 +173,7 @@ async def test_a_cancel_racing_step_commits_is_never_lost(
 
     async def race(run: Run) -> None:
         await asyncio.gather(
-            services.runs.cancel(run.id, acme.tenant.id),
+            services.runs.cancel(run.id, acme.tenant.id, actor="test"),
             services.store.runs.record_step(a_step(run.id, 1), "w", RunOutcome()),
         )
 
@@ -196,7 +196,7 @@ async def test_a_step_that_ends_the_run_keeps_its_outcome_over_a_cancel(
 ) -> None:
     run = await services.runs.submit(acme.principal, "assistant", "q")
     assert await services.store.runs.claim_next("w", 30) is not None
-    await services.runs.cancel(run.id, acme.tenant.id)
+    await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     done = RunOutcome(RunStatus.SUCCEEDED, output="answered")
     final = await services.store.runs.record_step(a_step(run.id, 1), "w", done)
     assert final.status == RunStatus.SUCCEEDED
@@ -208,7 +208,7 @@ async def test_a_claim_cancels_a_run_whose_worker_is_gone_instead_of_driving_it(
 ) -> None:
     run = await services.runs.submit(acme.principal, "assistant", "q")
     assert await services.store.runs.claim_next("dying", 0.3) is not None
-    requested = await services.runs.cancel(run.id, acme.tenant.id)
+    requested = await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert requested.status == RunStatus.RUNNING  # its lease is live: it may be mid-step
     await asyncio.sleep(0.4)
 
@@ -228,7 +228,7 @@ async def test_a_running_run_without_a_live_lease_is_cancelled_at_once(
     run = await services.runs.submit(acme.principal, "assistant", "q")
     assert await services.store.runs.claim_next("w", 30) is not None
     await services.store.runs.release_lease(run.id, "w")  # a clean stop between steps
-    cancelled = await services.runs.cancel(run.id, acme.tenant.id)
+    cancelled = await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert cancelled.status == RunStatus.CANCELLED
     assert cancelled.failure_detail == "cancelled while running"
 
@@ -238,11 +238,11 @@ async def test_cancel_and_resume_stay_inside_the_tenant(
 ) -> None:
     run = await services.runs.submit(acme.principal, "assistant", "q")
     with pytest.raises(NotFound):
-        await services.runs.cancel(run.id, globex.tenant.id)
+        await services.runs.cancel(run.id, globex.tenant.id, actor="test")
     with pytest.raises(NotFound):
-        await services.runs.resume(run.id, globex.tenant.id)
+        await services.runs.resume(run.id, globex.tenant.id, actor="test")
     with pytest.raises(NotFound):
-        await services.runs.cancel(uuid.uuid4(), None)
+        await services.runs.cancel(uuid.uuid4(), None, actor="test")
     assert (await services.runs.get(run.id, None)).status == RunStatus.QUEUED
 
 
@@ -254,7 +254,7 @@ async def test_status_changes_obey_the_domain_transition_table(
         domain.ALLOWED_TRANSITIONS, RunStatus.QUEUED, frozenset({RunStatus.RUNNING})
     )
     with pytest.raises(IllegalTransition):
-        await services.runs.cancel(run.id, acme.tenant.id)
+        await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     monkeypatch.setitem(
         domain.ALLOWED_TRANSITIONS,
         RunStatus.RUNNING,
@@ -301,8 +301,8 @@ async def test_a_run_whose_workers_keep_dying_is_parked_and_the_others_flow(
     assert len(scripted_model.chat_requests) == 1  # the parked run was not driven
 
     with pytest.raises(IllegalTransition):
-        await services.runs.resume(healthy.id, acme.tenant.id)
-    resumed = await services.runs.resume(poison.id, acme.tenant.id)
+        await services.runs.resume(healthy.id, acme.tenant.id, actor="test")
+    resumed = await services.runs.resume(poison.id, acme.tenant.id, actor="test")
     assert resumed.status == RunStatus.QUEUED
     assert resumed.attempts == 0
     assert resumed.failure_code is None
@@ -312,7 +312,7 @@ async def test_a_run_whose_workers_keep_dying_is_parked_and_the_others_flow(
     assert final.status == RunStatus.SUCCEEDED
     assert final.attempts == 1
     with pytest.raises(IllegalTransition):
-        await services.runs.resume(poison.id, acme.tenant.id)
+        await services.runs.resume(poison.id, acme.tenant.id, actor="test")
 
 
 async def test_a_parked_run_can_be_cancelled(services: Services, acme: TenantFixture) -> None:
@@ -322,7 +322,7 @@ async def test_a_parked_run_can_be_cancelled(services: Services, acme: TenantFix
     parked = await services.store.runs.claim_next("w2", 30, 1)
     assert parked is not None
     assert parked.status == RunStatus.PARKED
-    cancelled = await services.runs.cancel(run.id, acme.tenant.id)
+    cancelled = await services.runs.cancel(run.id, acme.tenant.id, actor="test")
     assert cancelled.status == RunStatus.CANCELLED
     assert cancelled.failure_detail == "cancelled while parked"
 

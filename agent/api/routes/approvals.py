@@ -16,7 +16,7 @@ from agent.api.approval_schemas import (
     ApproveRequest,
     DenyRequest,
 )
-from agent.api.deps import ApprovalId, PrincipalDep, ServicesDep
+from agent.api.deps import AUTHORIZED, ApprovalId, PrincipalDep, ServicesDep
 from agent.api.errors import error_responses
 from agent.domain import ApprovalStatus, Principal, Role
 from agent.errors import Forbidden
@@ -33,7 +33,7 @@ def approver(principal: PrincipalDep) -> Principal:
 
 
 ApproverDep = Annotated[Principal, Depends(approver)]
-router = APIRouter(prefix=APPROVALS_PATH, tags=["approvals"])
+router = APIRouter(prefix=APPROVALS_PATH, tags=["approvals"], dependencies=AUTHORIZED)
 _READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
 _DECIDE_ERRORS = error_responses(401, 403, 404, 409, 413, 422, 500, 503)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from agent.api.deps import DocumentId, PrincipalDep, ServicesDep
+from agent.api.deps import AUTHORIZED, DocumentId, PrincipalDep, ServicesDep
 from agent.api.document_schemas import (
     DOCUMENTS_PATH,
     BatchItem,
@@ -23,7 +23,7 @@ from agent.api.errors import error_responses
 from agent.services.document_input import DocumentInput
 from agent.services.ingest import PendingDocument
 
-documents = APIRouter(prefix=DOCUMENTS_PATH, tags=["documents"])
+documents = APIRouter(prefix=DOCUMENTS_PATH, tags=["documents"], dependencies=AUTHORIZED)
 
 
 def _input(body: DocumentCreate) -> DocumentInput:
@@ -49,7 +49,7 @@ def _input(body: DocumentCreate) -> DocumentInput:
     ),
     responses={
         200: {"model": DocumentIngested, "description": "Unchanged, or replaced (updated)."},
-        **error_responses(401, 413, 422, 500, 502, 503),
+        **error_responses(401, 403, 413, 422, 500, 502, 503),
     },
 )
 async def create_document(
@@ -71,7 +71,7 @@ async def create_document(
         "Each document is stored as by `POST /v1/documents`, embedded and committed in batches. "
         "One that cannot be stored is reported in its item with the reason; the others go in."
     ),
-    responses=error_responses(401, 413, 422, 500, 502, 503),
+    responses=error_responses(401, 403, 413, 422, 500, 502, 503),
 )
 async def create_documents(
     body: DocumentBatch, principal: PrincipalDep, services: ServicesDep
@@ -95,7 +95,7 @@ async def create_documents(
     "",
     summary="List documents",
     description="The caller's tenant's documents, newest first.",
-    responses=error_responses(401, 422, 500, 503),
+    responses=error_responses(401, 403, 422, 500, 503),
 )
 async def list_documents(
     principal: PrincipalDep,
@@ -110,7 +110,7 @@ async def list_documents(
 @documents.get(
     "/{document_id}",
     summary="Read a document",
-    responses=error_responses(401, 404, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def get_document(
     document_id: DocumentId, principal: PrincipalDep, services: ServicesDep
@@ -122,7 +122,7 @@ async def get_document(
     "/{document_id}/chunks",
     summary="Read a document's chunks",
     description="The passages the document was cut into, in order, as search returns them.",
-    responses=error_responses(401, 404, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def get_chunks(
     document_id: DocumentId,
@@ -139,7 +139,7 @@ async def get_chunks(
     status_code=204,
     summary="Delete a document",
     description="The document and its chunks go in one commit; search never sees them again.",
-    responses=error_responses(401, 404, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def delete_document(
     document_id: DocumentId, principal: PrincipalDep, services: ServicesDep

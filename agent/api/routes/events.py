@@ -14,14 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from agent.api.deps import PrincipalDep, RunId, ServicesDep
+from agent.api.deps import AUTHORIZED, PrincipalDep, RunId, ServicesDep
 from agent.api.errors import error_responses
 from agent.api.event_schemas import RunEventOut
 from agent.api.schemas import RUNS_PATH
 from agent.errors import CallerError
 from agent.events import Idle, Watch
 
-router = APIRouter(prefix=RUNS_PATH, tags=["runs"])
+router = APIRouter(prefix=RUNS_PATH, tags=["runs"], dependencies=AUTHORIZED)
 
 HEARTBEAT = "heartbeat"
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -84,7 +84,7 @@ async def open_watch(
         "ends after the run's final state."
     ),
     response_description="The run's events as Server-Sent Events (`text/event-stream`).",
-    responses=_json_errors(401, 404, 422, 500, 503),
+    responses=_json_errors(401, 403, 404, 422, 500, 503),
 )
 async def stream_events(
     watch: Annotated[Watch, Depends(open_watch)],

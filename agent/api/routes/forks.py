@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from agent.api.deps import PrincipalDep, RunId, ServicesDep
+from agent.api.deps import AUTHORIZED, PrincipalDep, RunId, ServicesDep
 from agent.api.errors import error_responses
 from agent.api.fork_schemas import ForkCreate, ReplayOut
 from agent.api.schemas import RUNS_PATH, RunDetail
 
-router = APIRouter(prefix=RUNS_PATH, tags=["runs"])
+router = APIRouter(prefix=RUNS_PATH, tags=["runs"], dependencies=AUTHORIZED)
 
 
 @router.post(
@@ -22,7 +22,7 @@ router = APIRouter(prefix=RUNS_PATH, tags=["runs"])
         "first step where it decides differently, or `match: true`. A run with no steps is "
         "409 `run_has_no_steps`."
     ),
-    responses=error_responses(401, 404, 409, 413, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 409, 413, 422, 500, 503),
 )
 async def replay_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> ReplayOut:
     return ReplayOut.from_domain(await services.replays.replay(run_id, principal.tenant_id))
@@ -37,7 +37,7 @@ async def replay_run(run_id: RunId, principal: PrincipalDep, services: ServicesD
         "of this run's; a worker takes it from step `from_step`+1, live. Side effects of the "
         "copied steps are not repeated. `deployment` pins its decisions to one model."
     ),
-    responses=error_responses(401, 404, 413, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 413, 422, 500, 503),
 )
 async def fork_run(
     run_id: RunId,
@@ -52,6 +52,7 @@ async def fork_run(
         from_step=body.from_step,
         deployment=body.deployment,
         api_key_id=principal.key_id,
+        actor=principal.actor,
     )
     accepted = RunDetail.from_domain(fork)
     response.headers["Location"] = accepted.links.self_

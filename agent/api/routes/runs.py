@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from agent.api.deps import PrincipalDep, RunId, ServicesDep
+from agent.api.deps import AUTHORIZED, PrincipalDep, RunId, ServicesDep
 from agent.api.errors import error_responses
 from agent.api.schemas import (
     RUNS_PATH,
@@ -20,10 +20,10 @@ from agent.api.schemas import (
 )
 from agent.domain import RunStatus
 
-router = APIRouter(prefix=RUNS_PATH, tags=["runs"])
+router = APIRouter(prefix=RUNS_PATH, tags=["runs"], dependencies=AUTHORIZED)
 
-_READ_ERRORS = error_responses(401, 404, 422, 500, 503)
-_CHANGE_ERRORS = error_responses(401, 404, 409, 413, 422, 500, 503)
+_READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
+_CHANGE_ERRORS = error_responses(401, 403, 404, 409, 413, 422, 500, 503)
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 _REPLAYED = {
@@ -85,7 +85,7 @@ async def create_run(
     "",
     summary="List runs",
     description="The caller's tenant's runs, newest first.",
-    responses=error_responses(401, 422, 500, 503),
+    responses=error_responses(401, 403, 422, 500, 503),
 )
 async def list_runs(
     principal: PrincipalDep,
@@ -124,7 +124,8 @@ async def list_steps(run_id: RunId, principal: PrincipalDep, services: ServicesD
     responses=_CHANGE_ERRORS,
 )
 async def cancel_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> RunDetail:
-    return RunDetail.from_domain(await services.runs.cancel(run_id, principal.tenant_id))
+    run = await services.runs.cancel(run_id, principal.tenant_id, actor=principal.actor)
+    return RunDetail.from_domain(run)
 
 
 @router.post(
@@ -137,4 +138,5 @@ async def cancel_run(run_id: RunId, principal: PrincipalDep, services: ServicesD
     responses=_CHANGE_ERRORS,
 )
 async def resume_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> RunDetail:
-    return RunDetail.from_domain(await services.runs.resume(run_id, principal.tenant_id))
+    run = await services.runs.resume(run_id, principal.tenant_id, actor=principal.actor)
+    return RunDetail.from_domain(run)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from agent.api.deps import PrincipalDep, ServicesDep
+from agent.api.deps import AUTHORIZED, PrincipalDep, ServicesDep
 from agent.api.document_schemas import (
     SEARCH_PATH,
     SearchHit,
@@ -17,7 +17,7 @@ from agent.api.document_schemas import (
 from agent.api.errors import error_responses
 from agent.domain import SearchFilter
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=AUTHORIZED)
 
 
 @router.get(
@@ -29,7 +29,7 @@ router = APIRouter(tags=["search"])
         "whenever at least `k` chunks are in scope, each with its document, chunk, score and "
         "matching snippet, and says how the search ran."
     ),
-    responses=error_responses(401, 422, 500, 502, 503),
+    responses=error_responses(401, 403, 422, 500, 502, 503),
 )
 async def search_documents(
     params: Annotated[SearchParams, Query()], principal: PrincipalDep, services: ServicesDep
