@@ -80,6 +80,10 @@ def make_model(folder: Path, seed: int = 3) -> Path:
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
+    # As all-MiniLM-L6-v2's tokenizer.json does: pad every text to a fixed length (and truncate
+    # shorter than the model's own limit); the embedder must ignore both settings.
+    tokenizer.enable_padding(length=12, pad_id=0, pad_token="[PAD]")
+    tokenizer.enable_truncation(8)
     tokenizer.save(str(folder / "tokenizer.json"))
     return folder
 
@@ -120,6 +124,7 @@ def reference_embedding(folder: Path, text: str) -> np.ndarray[Any, Any]:
     from safetensors.numpy import load_file
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
     tokenizer.enable_truncation(16)
     ids = tokenizer.encode(text).ids
     wt = {k: v.astype(np.float64) for k, v in load_file(str(folder / "model.safetensors")).items()}

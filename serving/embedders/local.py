@@ -32,6 +32,7 @@ class LocalEmbedder:
         self.name = f"{stem}-onnx-{precision.value}"
         """What results and steps record as the deployment that embedded."""
         self.folder = cache_root / self.name
+        self._exact_folder = cache_root / f"{stem}-onnx-{Precision.FLOAT32.value}"
         self._settings = settings
         self._model: OnnxEmbedder | None = None
         self._lock = asyncio.Lock()
@@ -68,10 +69,18 @@ class LocalEmbedder:
         if problem is not None:
             raise ModelUnavailable(problem)
         s = self._settings
+        exact = None
         try:
             report = convert(self.source, self.folder, s.embedder_precision)
+            if s.embedder_precision is not Precision.FLOAT32:
+                # Short texts go through float32 (serving.embedders.onnx.EXACT_BELOW_TOKENS).
+                exact = convert(self.source, self._exact_folder, Precision.FLOAT32).path
         except (ConversionFailed, UnsupportedModel) as exc:
             raise ModelUnavailable(f"the in-process embedder cannot be prepared: {exc}") from exc
         return OnnxEmbedder(
-            report.path, name=self.name, batch_size=s.embedder_batch, threads=s.embedder_threads
+            report.path,
+            name=self.name,
+            batch_size=s.embedder_batch,
+            threads=s.embedder_threads,
+            exact_dir=exact,
         )

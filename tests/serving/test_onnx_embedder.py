@@ -22,7 +22,7 @@ from serving.engine.settings import EngineSettings
 from serving.errors import ModelUnavailable
 from serving.registry import Registry
 from serving.registry_source import RegistrySource
-from tests.tinybert import HIDDEN, make_model, reference_embedding
+from tests.tinybert import HIDDEN, WORDS, make_model, reference_embedding
 
 TEXTS = [
     "annual leave",
@@ -78,6 +78,18 @@ def test_int8_quantises_weights_but_keeps_attention_and_feed_forward_outputs_flo
     assert (exact * approx).sum(1).min() > 0.95
 
 
+def test_short_texts_go_through_the_float_model_beside_an_int8_one(
+    tiny: Path, float32: Path, tmp_path: Path
+) -> None:
+    int8 = convert(tiny, tmp_path / "int8", Precision.INT8).path
+    texts = [TEXTS[0], " ".join(WORDS)]  # 4 tokens; 16, truncated
+    exact = np.asarray(OnnxEmbedder(float32, name="f", batch_size=1).embed_sync(texts)[0])
+    mixed = OnnxEmbedder(int8, name="q", batch_size=1, exact_dir=float32).embed_sync(texts)[0]
+    assert np.allclose(mixed[0], exact[0], atol=1e-6)
+    assert not np.allclose(mixed[1], exact[1], atol=1e-6)  # long enough for int8
+    assert float(np.dot(mixed[1], exact[1])) > 0.95
+
+
 def test_a_conversion_is_reused_until_its_source_or_output_changes(
     tiny: Path, tmp_path: Path
 ) -> None:
@@ -117,6 +129,7 @@ async def test_the_local_embedder_converts_on_first_use_and_names_itself(
     assert not local.folder.exists()  # nothing happens before a text is embedded
     result = await local.embed(TEXTS[:2])
     assert local.folder.is_dir()
+    assert (local.folder.parent / "tiny-bert-onnx-float32").is_dir()  # for short texts
     assert result.deployment == result.model == "tiny-bert-onnx-int8"
     assert len(result.vectors) == 2
     assert result.usage.prompt_tokens > 0
