@@ -45,7 +45,8 @@ from agent.policy.verdicts import Allow, Deny, RequireApproval, Verdict, verdict
 from agent.ports import ApprovalStore, AuditLog, PolicyStore
 from agent.tools import Tool
 
-RUNS = RunOutcome()
+GOES_ON = RunOutcome()
+"""The run goes on: the outcome of a step that neither ends nor parks it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class Ruling:
     """What runs now; None when nothing does (denied, parked, refused by an approver)."""
     result: JSON | None = None
     """The step's result when nothing runs: what the model is told."""
-    outcome: RunOutcome = RUNS
+    outcome: RunOutcome = GOES_ON
 
 
 def refusal(code: str, message: str) -> JSON:
@@ -202,7 +203,7 @@ class RunGate:
     def _denied(self, notes: JSON, verdict: Verdict, history: Sequence[Step], code: str) -> Ruling:
         message = f"{verdict.reason} (rule {verdict.rule})"
         limit = self._governance.settings.policy_max_denials
-        outcome = RUNS
+        outcome = GOES_ON
         if refusals(history) + 1 >= limit:
             outcome = RunOutcome(
                 RunStatus.FAILED,

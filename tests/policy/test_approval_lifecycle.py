@@ -184,3 +184,30 @@ async def test_a_data_scope_limits_what_search_sees(
     assert [p["title"] for p in first.context["passages"]] == ["Public"]
     assert first.result is not None
     assert [h["title"] for h in first.result["hits"]] == ["Public"]
+
+
+async def test_a_fork_of_a_waiting_step_does_not_inherit_its_approval(
+    services: Services,
+    acme: TenantFixture,
+    scripted_model: ScriptedModelServer,
+    smtp_sink: SmtpSink,
+) -> None:
+    await apply(services, "acme", EVERY_EMAIL.format(ttl=3600))
+    scripted_model.enqueue(send_email(["ann@acme.com"], "Hi", "hello"))
+    run = await start(services, acme)
+    approval = await pending_approval(services, run)
+    await services.approvals.approve(approval.id, acme.tenant.id, actor="x")
+    scripted_model.enqueue(finish())
+    await drive(services, run)
+
+    # The fork copies the step that asked for approval, not the approval: it never runs there.
+    fork = await services.forks.fork(run.id, acme.tenant.id, from_step=1, actor="test")
+    scripted_model.enqueue(finish("not sent from the fork"))
+    forked = await drive(services, fork)
+    assert forked.status is RunStatus.SUCCEEDED
+    refused = (await services.runs.steps(fork.id, acme.tenant.id))[1]
+    assert refused.result is not None
+    assert refused.result["error"]["code"] == "approval_missing"
+    assert await services.outbox.list(acme.tenant.id, run_id=fork.id) == []
+    assert await deliver(services) == 1  # the original run's email only
+    assert len(smtp_sink.messages) == 1
