@@ -297,7 +297,7 @@ class RunLoop:
         # Governed actions: the policy judges the action before anything runs.
         gate = self._gates.get(run.id)
         if gate is not None:
-            ruling = gate.rule(action, history)
+            ruling = gate.rule(action, history, shown=draft.context)
             draft.notes.update(ruling.notes)
             if ruling.action is None:  # denied, or parked for a person: nothing runs
                 step = draft.freeze(StepStatus.COMPLETED, action=action, result=ruling.result)

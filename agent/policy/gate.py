@@ -172,9 +172,11 @@ class RunGate:
     def search_tags(self) -> tuple[str, ...]:
         return self.policy.search_tags
 
-    def rule(self, action: Action, history: Sequence[Step]) -> Ruling:
+    def rule(self, action: Action, history: Sequence[Step], shown: JSON | None = None) -> Ruling:
+        """Judge `action`; `shown` is the deciding step's context (its passages count as
+        untrusted content already: the model read them in this very prompt)."""
         arguments = action.arguments
-        taints = self._provenance.taints(arguments)
+        taints = self._provenance.taints(arguments, shown)
         notes: JSON = {}
         if taints:
             notes["provenance"] = [t.as_json() for t in taints]

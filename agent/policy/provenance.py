@@ -78,9 +78,7 @@ class Provenance:
 
     def read(self, step: Step) -> None:
         """Add what `step` brought into the run: step 1's passages, and its tool's result."""
-        for passage in step.context.get("passages", []) or []:
-            label = f"passage {passage.get('chunk_id')} ({passage.get('title', '')})"
-            self._add(label, str(passage.get("content", "")))
+        self._sources.extend(_passage_sources(step.context))
         if step.tool is not None and step.result:
             self._add(f"step {step.number} ({step.tool})", "\n".join(_strings(step.result)))
 
@@ -89,18 +87,32 @@ class Provenance:
         if normalised:
             self._sources.append(_Source(label, normalised))
 
-    def taints(self, arguments: JSON) -> list[Taint]:
-        if not self._sources:
+    def taints(self, arguments: JSON, shown: JSON | None = None) -> list[Taint]:
+        """The tainted values of `arguments`. `shown` is the context of the step deciding on
+        them: its passages are in the model's prompt now but enter the run (`read`) only when
+        that step commits, and the first step's action must be traced to them too."""
+        sources = self._sources
+        if shown and shown.get("passages"):
+            sources = [*sources, *_passage_sources(shown)]
+        if not sources:
             return []
         found: list[Taint] = []
         for path, where, value in _candidates(arguments):
             needle = normalise(value)
             if len(needle) < MIN_CHARS or needle in self._trusted:
                 continue
-            sources = tuple(s.label for s in self._sources if needle in s.text)[:MAX_SOURCES]
-            if sources:
-                found.append(Taint(path, where, value, sources))
+            sources_of = tuple(s.label for s in sources if needle in s.text)[:MAX_SOURCES]
+            if sources_of:
+                found.append(Taint(path, where, value, sources_of))
         return found
+
+
+def _passage_sources(context: JSON) -> Iterator[_Source]:
+    """The passages a step's context recorded (its prompt showed them), as sources."""
+    for passage in context.get("passages", []) or []:
+        text = normalise(str(passage.get("content", "")))
+        if text:
+            yield _Source(f"passage {passage.get('chunk_id')} ({passage.get('title', '')})", text)
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -68,7 +68,7 @@ async def what_if(
             if isinstance(action, dict) and "resumed_step" not in step.decision:
                 judged += 1
                 arguments = action.get("arguments") or {}
-                taints = provenance.taints(arguments)
+                taints = provenance.taints(arguments, shown=step.context)
                 ctx = EvaluationContext(untrusted=frozenset(t.path for t in taints))
                 verdict = policy.evaluate(ProposedAction(str(action.get("tool")), arguments), ctx)
                 recorded = step.decision.get("policy") or verdict_record(Allow(), None)
