@@ -303,17 +303,29 @@ class RunLoop:
                 step = draft.freeze(StepStatus.COMPLETED, action=action, result=ruling.result)
                 return step, ruling.outcome, ()
 
+        search_tags = gate.search_tags if gate is not None else ()
+        return await self._run_tool(run, by_name[action.tool], action, draft, search_tags)
+
+    async def _run_tool(
+        self,
+        run: Run,
+        tool: Tool[Any],
+        action: Action,
+        draft: StepDraft,
+        search_tags: tuple[str, ...],
+    ) -> TakenStep:
+        """Run the decided (or approved) action's tool and freeze the step around its result."""
         tool_ctx = ToolContext(
             tenant_id=run.tenant_id,
             run_id=run.id,
             step_number=draft.number,
             documents=self._documents,
             embedder=self._models.embedder(),
-            search_tags=gate.search_tags if gate is not None else (),
+            search_tags=search_tags,
         )
         t0 = time.perf_counter()
         try:
-            result = await by_name[action.tool].run(action.args, tool_ctx)
+            result = await tool.run(action.args, tool_ctx)
         except ServingError as exc:
             draft.tool_ms = (time.perf_counter() - t0) * 1000
             return _failed(draft, exc.code, exc.message, action)
@@ -347,26 +359,7 @@ class RunLoop:
             draft.notes["action"] = {"tool": tool, "arguments": arguments}
             step = draft.freeze(StepStatus.COMPLETED, result=ruling.result)
             return replace(step, tool=tool, arguments=arguments), ruling.outcome, ()
-        tool_ctx = ToolContext(
-            tenant_id=run.tenant_id,
-            run_id=run.id,
-            step_number=draft.number,
-            documents=self._documents,
-            embedder=self._models.embedder(),
-            search_tags=gate.search_tags,
-        )
-        t0 = time.perf_counter()
-        try:
-            result = await by_name[action.tool].run(action.args, tool_ctx)
-        except ServingError as exc:
-            draft.tool_ms = (time.perf_counter() - t0) * 1000
-            return _failed(draft, exc.code, exc.message, action)
-        draft.tool_ms = (time.perf_counter() - t0) * 1000
-        draft.prompt_tokens += result.prompt_tokens
-        step = draft.freeze(StepStatus.COMPLETED, action=action, result=result.data)
-        if result.final_answer is not None:
-            return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer), result.effects
-        return step, RunOutcome(), result.effects
+        return await self._run_tool(run, by_name[action.tool], action, draft, gate.search_tags)
 
     async def _retrieve(
         self, run: Run, agent: AgentDefinition
