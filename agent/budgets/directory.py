@@ -71,6 +71,7 @@ class BudgetDirectory:
             reservation_ttl_s=self._settings.budget_reservation_ttl_s,
             contention_wait_s=self._settings.budget_contention_wait_s,
             tool_calls=tool_calls,
+            paused_s=awaiting_people_s(history),
         )
 
     async def _rules(self, tenant_id: uuid.UUID) -> list[BudgetRule]:
@@ -97,3 +98,16 @@ class BudgetDirectory:
         self._cache[tenant_id] = (self._clock() + self._settings.budget_cache_ttl_s, rules)
         future.set_result(rules)
         return rules
+
+
+def awaiting_people_s(history: Sequence[Step]) -> float:
+    """Seconds the run spent waiting for a person: from each step that asked for an approval to
+    the step that carried out the decision. Not the run's own time, so a per-run wall-time budget
+    does not count it (an approval given the next morning must not end the run at once)."""
+    by_number = {s.number: s for s in history}
+    waited = 0.0
+    for step in history:
+        gated = by_number.get(step.context.get("approval_of_step", -1))
+        if gated is not None:
+            waited += max(0.0, (step.started_at - gated.finished_at).total_seconds())
+    return waited

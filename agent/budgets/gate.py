@@ -145,6 +145,7 @@ class RunBudget:
         reservation_ttl_s: float = 600.0,
         contention_wait_s: float = 30.0,
         tool_calls: int = 0,
+        paused_s: float = 0.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         today: Callable[[], date] = _today,
     ) -> None:
@@ -154,6 +155,8 @@ class RunBudget:
             raise ValueError("daily budgets need a store")
         self._run_id = run.id if run is not None else None
         self._started_at = run.started_at if run is not None else None
+        self._paused_s = paused_s
+        """Time since the start spent waiting for people (approvals): not the run's to spend."""
         self._per_run = dict(per_run)
         self._daily = {r.scope.key: r for r in daily}
         self._scopes = tuple(sorted(self._daily))
@@ -347,7 +350,7 @@ class RunBudget:
     def _elapsed_s(self) -> float:
         if self._started_at is None:
             return 0.0
-        return (self._now() - self._started_at).total_seconds()
+        return (self._now() - self._started_at).total_seconds() - self._paused_s
 
     def _remaining_s(self) -> float | None:
         wall = self._per_run.get(Dimension.WALL_TIME)
