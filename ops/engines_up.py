@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from agent.runtime import Settings
 from ops.commands.engine import engine_settings
 from ops.output import Output
+from serving.embedders.routing import embeds_in_process
 from serving.engine.bundled import gemma_dir
 from serving.engine.command import is_local
 from serving.engine.environment import install, locate
@@ -55,6 +56,13 @@ async def bring_up(settings: Settings, out: Output) -> RunningEngines:
         return RunningEngines()
     source = active_registry(settings.serving)
     local = [d for d in source.registry.deployments if is_local(d)]
+    if embeds_in_process(settings.embedder, source):
+        # Nobody would call an engine that only embeds: it would hold ~1.4 GB and a share of a
+        # core for nothing, and add its start-up to the wait.
+        idle = [d for d in local if set(d.roles) == {"embed"}]
+        for deployment in idle:
+            out.say(f"engine {deployment.name} (embed): not started, embeddings run in process")
+        local = [d for d in local if d not in idle]
     if not local:
         return RunningEngines()
     engine = engine_settings(settings)

@@ -22,13 +22,18 @@ from serving.settings import ServingSettings
 from serving.types import EmbeddingResult
 
 
+def embeds_in_process(settings: EmbedderSettings, source: RegistrySource) -> bool:
+    """Whether the `embed` role is answered in this process rather than by an engine."""
+    if settings.embedder == "engine":
+        return False
+    return settings.embedder == "onnx" or source.origin == "bundled"
+
+
 def choose_local(
     settings: EmbedderSettings, source: RegistrySource, engine: EngineSettings
 ) -> LocalEmbedder | None:
     """The in-process embedder the settings ask for, or None for the registry's engines."""
-    if settings.embedder == "engine":
-        return None
-    if settings.embedder == "auto" and source.origin != "bundled":
+    if not embeds_in_process(settings, source):
         return None
     model: Path = settings.embedder_model or minilm_dir(locate(engine))
     return LocalEmbedder(model, engine.models_dir, settings)
