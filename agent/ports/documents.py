@@ -1,0 +1,96 @@
+"""Documents and search: what ingestion writes and retrieval reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from agent.domain import (
+    ChunkHit,
+    Document,
+    DocumentWrite,
+    NewDocument,
+    SearchQuery,
+    SearchResult,
+    StoredChunk,
+)
+
+
+class SearchStore(Protocol):
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """The top `query.k` chunks of the tenant's documents matching the filter.
+
+        Exactly `k` hits whenever at least `k` chunks are in scope; never a chunk of another
+        tenant. With `query.text`, vector and keyword results are fused (reciprocal rank).
+        """
+        ...
+
+    async def search_chunks(
+        self, tenant_id: uuid.UUID, embedding: Sequence[float], k: int
+    ) -> list[ChunkHit]:
+        """Vector search without filters: `search` for callers that need only the hits."""
+        ...
+
+
+class DocumentStore(SearchStore, Protocol):
+    async def find_documents(
+        self, tenant_id: uuid.UUID, keys: Sequence[str]
+    ) -> dict[str, Document]:
+        """The stored documents under these keys (missing keys are absent from the result)."""
+        ...
+
+    async def write_documents(
+        self, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
+    ) -> list[DocumentWrite]:
+        """Store each document under its key in one transaction, in input order.
+
+        A key already stored gets a new version whose chunks replace the old ones in the same
+        commit, so a reader sees the old document or the new one, never a mix. The keys must be
+        distinct within one call.
+        """
+        ...
+
+    async def documents_after(
+        self, tenant_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> list[Document]:
+        """Up to `limit` documents in id order after `after`, of one tenant or (None) of all: a
+        walk over every document that new and deleted ones cannot derail."""
+        ...
+
+    async def replace_embeddings(
+        self, document: Document, embeddings: Mapping[int, Sequence[float]]
+    ) -> bool:
+        """Store new embeddings for the chunks of `document` (chunk id -> vector) in one commit.
+
+        False, and nothing written, when the document's content is no longer the one they were
+        computed from (it was replaced or deleted meanwhile).
+        """
+        ...
+
+    async def get_document(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> Document | None: ...
+    async def list_documents(
+        self, tenant_id: uuid.UUID, limit: int, offset: int = 0
+    ) -> list[Document]: ...
+    async def list_chunks(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int
+    ) -> list[StoredChunk]: ...
+    async def delete_document(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> Document | None:
+        """Delete a document and its chunks; the deleted document, or None if there was none."""
+        ...
+
+    async def count_chunks(self) -> int:
+        """Chunks stored over all tenants (an estimate from statistics is fine)."""
+        ...
+
+    async def drop_vector_index(self) -> bool:
+        """Drop the HNSW index before a bulk load; whether it existed."""
+        ...
+
+    async def build_vector_index(self, *, concurrently: bool = False) -> bool:
+        """Build (or rebuild) the HNSW index and refresh statistics; whether it was missing."""
+        ...

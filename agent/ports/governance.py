@@ -1,0 +1,96 @@
+"""Governed actions: stored policies and human approvals."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from agent.domain import (
+    JSON,
+    Approval,
+    ApprovalStatus,
+    PolicyRecord,
+)
+
+
+class PolicyStore(Protocol):
+    """Versioned policies (governed actions). Versions are only ever added."""
+
+    async def apply(
+        self,
+        tenant_id: uuid.UUID,
+        agent_name: str | None,
+        *,
+        source: str,
+        document: JSON,
+        sha256: str,
+        actor: str,
+    ) -> tuple[PolicyRecord, bool]:
+        """Store the next version of the scope, audited in the same transaction; when the
+        newest version already has this `sha256`, nothing is written. (record, created)."""
+        ...
+
+    async def active(self, tenant_id: uuid.UUID, agent_name: str | None) -> list[PolicyRecord]:
+        """The newest tenant-wide version and, with `agent_name`, the agent's: 0 to 2 rows,
+        in one query (the run loop asks once per claim)."""
+        ...
+
+    async def history(self, tenant_id: uuid.UUID, agent_name: str | None) -> list[PolicyRecord]:
+        """Every version of exactly this scope (None = tenant-wide), newest first."""
+        ...
+
+    async def version(
+        self, tenant_id: uuid.UUID, agent_name: str | None, version: int
+    ) -> PolicyRecord | None: ...
+
+
+class DecisionResult(StrEnum):
+    DECIDED = "decided"
+    ALREADY_DECIDED = "already_decided"
+    EXPIRED = "expired"
+    """It was past its expiry: it is now `expired` and its run `failed` (approval_expired)."""
+    RUN_NOT_WAITING = "run_not_waiting"
+    """Its run no longer waits (cancelled): it is now `cancelled`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    status: ApprovalStatus
+    """`approved` or `denied`."""
+    actor: str
+    reason: str | None
+    final_arguments: JSON | None
+    """What runs: the proposed arguments or an approver's (checked) edit; None when denied."""
+
+
+class ApprovalStore(Protocol):
+    async def get(self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Approval | None:
+        """`tenant_id=None` is the operator's view (CLI); another tenant's id is None."""
+        ...
+
+    async def for_step(self, run_id: uuid.UUID, step_number: int) -> Approval | None: ...
+    async def list_approvals(
+        self,
+        tenant_id: uuid.UUID | None,
+        *,
+        status: ApprovalStatus | None = None,
+        run_id: uuid.UUID | None = None,
+        limit: int = 50,
+    ) -> list[Approval]:
+        """Newest first. A pending approval past its expiry reads as `expired` even before the
+        sweep has failed its run."""
+        ...
+
+    async def decide(
+        self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None, decision: ApprovalDecision
+    ) -> tuple[DecisionResult, Approval] | None:
+        """Approve or deny a pending approval and queue its run again, audited, in one
+        transaction; or say why not. None if there is no such approval (for this tenant)."""
+        ...
+
+    async def sweep(self, limit: int = 100) -> int:
+        """Expire pending approvals past their time (their runs fail `approval_expired`) and
+        cancel those whose run ended otherwise; how many approvals it closed."""
+        ...

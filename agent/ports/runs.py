@@ -1,0 +1,101 @@
+"""The run ledger as the loop, the worker and the API use it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from agent.domain import (
+    AgentDefinition,
+    OutboxEffect,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Step,
+)
+
+
+class RunStore(Protocol):
+    async def create_run(
+        self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
+    ) -> Run: ...
+    async def get_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
+        """`tenant_id=None` is the operator's view across tenants (CLI only)."""
+        ...
+
+    async def list_runs(
+        self, tenant_id: uuid.UUID | None, status: RunStatus | None, limit: int
+    ) -> list[Run]: ...
+    async def list_steps(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> list[Step]: ...
+    async def insert_keyed_run(
+        self,
+        tenant_id: uuid.UUID,
+        agent: AgentDefinition,
+        input: str,
+        api_key_id: uuid.UUID | None,
+        idempotency_key: str,
+        request_hash: str,
+    ) -> Run | None:
+        """Queue a run under an idempotency key; None (nothing written) if the tenant already
+        has a run with that key. Race-safe: concurrent inserts of one key leave one run."""
+        ...
+
+    async def get_keyed_run(
+        self, tenant_id: uuid.UUID, idempotency_key: str
+    ) -> tuple[Run, str | None] | None:
+        """The tenant's run holding this key, with the request hash stored beside it."""
+        ...
+
+    async def claim_next(
+        self, worker_id: str, lease_seconds: float, max_attempts: int | None = None
+    ) -> Run | None:
+        """Take one claimable run (queued, or running with an expired lease) and lease it.
+
+        The run comes back without a lease, not running, when the claim ends it instead: a
+        cancel was requested (`cancelled`), or its workers died `max_attempts` times (`parked`).
+        """
+        ...
+
+    async def renew_lease(
+        self, run_id: uuid.UUID, worker_id: str, lease_seconds: float
+    ) -> bool: ...
+    async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
+        """Let another worker resume the run at once (graceful stop between steps)."""
+        ...
+
+    async def record_step(
+        self,
+        step: Step,
+        worker_id: str,
+        outcome: RunOutcome,
+        effects: Sequence[OutboxEffect] = (),
+    ) -> Run:
+        """Commit a step, its effect on the run and its side effects' outbox rows in one
+        transaction.
+
+        Raises `LeaseLost` when the worker no longer owns the run or the step number is not the
+        next one: nothing is written then.
+        """
+        ...
+
+    async def finish_without_step(
+        self, run_id: uuid.UUID, worker_id: str, outcome: RunOutcome
+    ) -> Run:
+        """End a run for a reason found before any step could run (its agent was deleted)."""
+        ...
+
+    async def cancel_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
+        """Cancel now if no worker drives the run, else request it for the next step boundary.
+
+        None if there is no such run; `IllegalTransition` if it already ended.
+        """
+        ...
+
+    async def resume_run(
+        self, run_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str
+    ) -> Run | None:
+        """Queue a parked run again with its attempts reset; `IllegalTransition` otherwise."""
+        ...
