@@ -69,3 +69,15 @@ def test_parse_refuses_a_tool_the_agent_is_not_allowed() -> None:
     only_finish = {"finish": TOOLS["finish"]}
     with pytest.raises(InvalidAction, match="must be one of: finish"):
         parse_action('{"tool": "search_documents", "arguments": {"query": "q"}}', only_finish)
+
+
+def test_a_final_answer_at_its_longest_fits_the_decision_token_budget() -> None:
+    """Guided decoding closes a bounded string at its maxLength, so the answer's bound must leave
+    the whole JSON inside `decision_max_tokens`, or a rambling model is cut mid-JSON and the run
+    fails. Rambling English ran at ~3.9 characters per token on the bundled model; 3.5 leaves a
+    margin, and 64 tokens cover the JSON around the answer."""
+    from agent.settings import AgentSettings
+
+    finish = build_tools(OutboxSettings())["finish"]
+    longest = finish.arguments_schema()["properties"]["answer"]["maxLength"]
+    assert longest / 3.5 + 64 <= AgentSettings().decision_max_tokens
