@@ -90,10 +90,6 @@ def _step(row: Row[Any]) -> Step:
     )
 
 
-def _lease_until(seconds: float) -> Any:
-    return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
-
-
 def _new_run(
     tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
 ) -> dict[str, Any]:
