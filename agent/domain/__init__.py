@@ -10,12 +10,43 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from agent import codes
+from agent.domain.documents import (
+    ChunkHit as ChunkHit,
+)
+from agent.domain.documents import (
+    Document as Document,
+)
+from agent.domain.documents import (
+    DocumentWrite as DocumentWrite,
+)
+from agent.domain.documents import (
+    NewChunk as NewChunk,
+)
+from agent.domain.documents import (
+    NewDocument as NewDocument,
+)
+from agent.domain.documents import (
+    SearchFilter as SearchFilter,
+)
+from agent.domain.documents import (
+    SearchPlan as SearchPlan,
+)
+from agent.domain.documents import (
+    SearchQuery as SearchQuery,
+)
+from agent.domain.documents import (
+    SearchResult as SearchResult,
+)
+from agent.domain.documents import (
+    StoredChunk as StoredChunk,
+)
+from agent.domain.documents import (
+    WriteStatus as WriteStatus,
+)
+from agent.domain.types import JSON as JSON
 from agent.errors import IllegalTransition
-
-JSON = dict[str, Any]
 
 
 class RunStatus(StrEnum):
@@ -224,135 +255,6 @@ class RunOutcome:
     def approval_expired(cls, detail: str) -> RunOutcome:
         """How a run ends when nobody decided its pending approval in time."""
         return cls(RunStatus.FAILED, failure_code=codes.APPROVAL_EXPIRED, failure_detail=detail)
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    id: uuid.UUID
-    """Stable across versions: replacing a document's content keeps its id."""
-    tenant_id: uuid.UUID
-    key: str
-    """Its identity within the tenant: the external key, else its source, else its content hash."""
-    title: str
-    source: str | None
-    metadata: JSON
-    tags: tuple[str, ...]
-    """Access tags, matched by search filters."""
-    content_hash: str
-    chunk_count: int
-    version: int
-    """1 when first stored, +1 each time its content, metadata or tags change."""
-    created_at: datetime
-    updated_at: datetime
-
-
-class WriteStatus(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-
-
-@dataclass(frozen=True, slots=True)
-class NewChunk:
-    ordinal: int
-    content: str
-    embedding: list[float]
-    heading: str = ""
-    """The heading path of the section the chunk came from."""
-
-
-@dataclass(frozen=True, slots=True)
-class NewDocument:
-    """One document to store under (tenant, key), replacing whatever the key held."""
-
-    key: str
-    title: str
-    source: str | None
-    metadata: JSON
-    tags: tuple[str, ...]
-    content_hash: str
-    chunks: tuple[NewChunk, ...] | None
-    """The new chunks; None when only metadata or tags changed and the stored chunks stay."""
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentWrite:
-    document: Document
-    status: WriteStatus
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChunk:
-    """A chunk as stored, for reading a document back (no embedding)."""
-
-    id: int
-    ordinal: int
-    heading: str
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFilter:
-    """Which of a tenant's documents a search may return; empty means all of them."""
-
-    tags: tuple[str, ...] = ()
-    """The document carries every one of these tags."""
-    any_tags: tuple[str, ...] = ()
-    """The document carries at least one of these tags."""
-    metadata: JSON = field(default_factory=dict)
-    """The document's metadata contains this object (JSON containment, `@>`)."""
-
-    @property
-    def empty(self) -> bool:
-        return not (self.tags or self.any_tags or self.metadata)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    tenant_id: uuid.UUID
-    embedding: list[float]
-    k: int
-    text: str | None = None
-    """The query's words for the keyword half of hybrid search; None searches by vector only."""
-    filter: SearchFilter = field(default_factory=SearchFilter)
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkHit:
-    chunk_id: int
-    document_id: uuid.UUID
-    title: str
-    ordinal: int
-    content: str
-    score: float
-    """The ranking score: cosine similarity for vector search, the fused RRF score for hybrid."""
-    similarity: float | None = None
-    """Cosine similarity in [-1, 1] of the chunk to the query, whatever ranked it."""
-    heading: str = ""
-    source: str | None = None
-    document_version: int = 1
-    snippet: str = ""
-    """The matching passage: around the keyword match, else the start of the chunk."""
-    matched_by: tuple[str, ...] = ("vector",)
-    """Which searches found it: "vector", "keyword" or both."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPlan:
-    """How a search was executed, recorded with its results so a trace explains them."""
-
-    strategy: str
-    """`hnsw` (iterative index scan) or `exact` (distances over every row in scope)."""
-    estimated_rows: int
-    """Chunks the tenant and filter were estimated to leave in scope."""
-    fell_back: bool = False
-    """The index scan found fewer rows than exist, so an exact scan answered instead."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    hits: list[ChunkHit]
-    plan: SearchPlan
 
 
 @dataclass(frozen=True, slots=True)
