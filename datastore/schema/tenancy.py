@@ -47,5 +47,6 @@ class AgentRow(Base):
     model_role: Mapped[str] = mapped_column(String(32))
     max_steps: Mapped[int] = mapped_column(Integer)
     retrieval_k: Mapped[int] = mapped_column(Integer)
+    parallel_calls: Mapped[int] = mapped_column(Integer, server_default="1")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[CreatedAt]
