@@ -61,8 +61,16 @@ def system_prompt(agent: AgentDefinition, tools: Sequence[Tool[Any]]) -> str:
         "",
         "You work in steps. At each step choose exactly one tool and answer with one JSON object:",
         '{"tool": "<tool name>", "arguments": {...}}',
-        "Nothing else: no prose around the JSON. Tools:",
     ]
+    if agent.parallel_calls > 1:
+        # Only for agents allowed parallel calls, so everyone else's prompt (and its prefix
+        # cache) is unchanged.
+        lines += [
+            f"When several independent calls are needed now, you may instead propose up to "
+            f"{agent.parallel_calls} at once (never finish):",
+            '{"calls": [{"tool": "<tool name>", "arguments": {...}}, ...]}',
+        ]
+    lines.append("Nothing else: no prose around the JSON. Tools:")
     for tool in tools:
         schema = json.dumps(tool.arguments_schema(), sort_keys=True, separators=(",", ":"))
         lines.append(f"- {tool.name}: {tool.description} Arguments schema: {schema}")

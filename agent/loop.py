@@ -4,6 +4,10 @@ Each step builds the context, asks the model for the next action under a JSON sc
 agent's allowed tools, validates it (retrying invalid output a bounded number of times), runs the
 tool, and commits the step together with its effect on the run. The model only decides; every
 failure becomes a recorded step and a reason code, never an exception escaping to the caller.
+
+A turn is what one decision produces: one step, or, for an agent allowed parallel calls, one
+step per proposed call (each judged by the policy on its own, so several may wait for approval
+side by side). A turn commits all at once or not at all.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from agent import codes
 from agent.budgets.directory import BudgetDirectory
 from agent.budgets.gate import UNLIMITED, BudgetExhausted, RunBudget
 from agent.context import Passage, build_messages, context_record, passages_from_record
-from agent.decision import Action, InvalidAction, action_schema, parse_action
+from agent.decision import Action, InvalidAction, action_schema, parse_action, parse_decision
 from agent.domain import (
     JSON,
     AgentDefinition,
@@ -109,6 +113,8 @@ class StepDraft:
 TakenStep = tuple[Step, RunOutcome, tuple[OutboxEffect, ...]]
 """A step ready to commit: the step, its effect on the run, and the side effects it queues."""
 
+AWAITS = RunOutcome(RunStatus.AWAITING_APPROVAL)
+
 
 def past_step_limit(agent: AgentDefinition, steps_taken: int) -> RunOutcome | None:
     """How a run ends once it has taken every step its agent allows; None while it may go on.
@@ -134,6 +140,28 @@ def continue_or_end(
             RunStatus.FAILED, failure_code=codes.LOOP_DETECTED, failure_detail=loop.detail
         )
     return past_step_limit(agent, step.number) or outcome
+
+
+def settle_turn(
+    agent: AgentDefinition, taken: Sequence[TakenStep], loops: LoopTracker | None
+) -> tuple[list[TakenStep], RunOutcome]:
+    """A turn's steps up to the first that ends the run, and the run's outcome after them: that
+    ending, else awaiting approval when any step waits for a person, else still running.
+    `loops` None (steps carrying out approval decisions) checks only the step limit. Shared
+    with replay."""
+    kept: list[TakenStep] = []
+    waiting = False
+    for step, outcome, effects in taken:
+        if loops is not None:
+            outcome = continue_or_end(agent, step, outcome, loops)
+        elif outcome.status is None:
+            outcome = past_step_limit(agent, step.number) or outcome
+        kept.append((step, outcome, effects))
+        if outcome.status is RunStatus.AWAITING_APPROVAL:
+            waiting = True
+        elif outcome.status is not None:
+            return kept, outcome
+    return kept, AWAITS if waiting else RunOutcome()
 
 
 def _failed(draft: StepDraft, code: str, detail: str, action: Action | None = None) -> TakenStep:
@@ -200,12 +228,12 @@ class RunLoop:
             # Policies are read once per drive, not per step (`agent.policy.gate`).
             gate = self._gates[run.id] = await self._governance.open(run, agent, history)
             if gate.resume_due and not should_stop():
-                step, outcome, effects = await self.take_approved_step(run, tools, history, gate)
-                if outcome.status is None:
-                    outcome = past_step_limit(agent, step.number) or outcome
-                run = await self._runs.record_step(step, worker_id, outcome, effects)
-                history.append(step)
-                await self._committed(gate, step, effects)
+                taken = await self.take_approved_steps(run, tools, history, gate)
+                kept, outcome = settle_turn(agent, taken, None)
+                run = await self._record(kept, worker_id, outcome)
+                for step, _outcome, effects in kept:
+                    history.append(step)
+                    await self._committed(gate, step, effects)
         # Budgets are resolved once per drive (cached per tenant: no query when none is set).
         budget = UNLIMITED
         if self._budgets is not None:
@@ -220,21 +248,29 @@ class RunLoop:
             if limit is not None:
                 return await self._runs.finish_without_step(run.id, worker_id, limit)
             try:
-                step, outcome, effects = await self.take_step(
-                    run, agent, tools, passages, history, budget
-                )
+                taken = await self.take_step(run, agent, tools, passages, history, budget)
             except BudgetExhausted as exc:
                 # Refused before the model was asked anything: there is no step to record.
                 return await self._runs.finish_without_step(run.id, worker_id, exc.outcome)
             if passages is None:
-                passages = passages_from_record(step.context)
-            outcome = continue_or_end(agent, step, outcome, loops)
-            run = await self._runs.record_step(step, worker_id, outcome, effects)
-            budget.observe(step)
-            history.append(step)
-            if gate is not None:
-                await self._committed(gate, step, effects)
+                passages = passages_from_record(taken[0][0].context)
+            kept, outcome = settle_turn(agent, taken, loops)
+            run = await self._record(kept, worker_id, outcome)
+            for step, _outcome, effects in kept:
+                budget.observe(step)
+                history.append(step)
+                if gate is not None:
+                    await self._committed(gate, step, effects)
         return run
+
+    async def _record(self, kept: Sequence[TakenStep], worker_id: str, outcome: RunOutcome) -> Run:
+        """Commit a turn: its steps, their side effects and the run's outcome, all or nothing."""
+        if len(kept) == 1:
+            step, _outcome, effects = kept[0]
+            return await self._runs.record_step(step, worker_id, outcome, effects)
+        return await self._runs.record_steps(
+            [(step, effects) for step, _outcome, effects in kept], worker_id, outcome
+        )
 
     async def _committed(self, gate: RunGate, step: Step, effects: Sequence[OutboxEffect]) -> None:
         gate.read(step)
@@ -252,9 +288,11 @@ class RunLoop:
         passages: Sequence[Passage] | None,
         history: Sequence[Step],
         budget: RunBudget = UNLIMITED,
-    ) -> TakenStep:
-        """One step, ready to commit. `BudgetExhausted` escapes only when a budget refused the
-        step's first model call (nothing was asked, so there is nothing to record)."""
+    ) -> list[TakenStep]:
+        """One turn, ready to commit: one step per action the model decided (one, unless the
+        agent allows parallel calls), or the one step that failed to decide. `BudgetExhausted`
+        escapes only when a budget refused the step's first model call (nothing was asked, so
+        there is nothing to record)."""
         started = datetime.now(UTC)
         retrieval_error: str | None = None
         retrieval_tokens = 0
@@ -283,28 +321,87 @@ class RunLoop:
 
         by_name = {t.name: t for t in tools}
         try:
-            action = await self._decide(agent, messages, by_name, draft, run.deployment, budget)
+            actions = await self._decide(agent, messages, by_name, draft, run.deployment, budget)
         except ServingError as exc:
-            return _failed(draft, exc.code, exc.message)
+            return [_failed(draft, exc.code, exc.message)]
         except BudgetExhausted as exc:
             if not draft.attempts:
                 raise
-            return _exhausted(draft, exc)
-        if action is None:
+            return [_exhausted(draft, exc)]
+        if actions is None:
             detail = f"no valid action after {self._settings.max_decision_attempts} attempts"
-            return _failed(draft, codes.INVALID_MODEL_OUTPUT, detail)
+            return [_failed(draft, codes.INVALID_MODEL_OUTPUT, detail)]
+        if len(actions) == 1:
+            return [await self._act(run, draft, actions[0], by_name, history)]
+        room = agent.max_steps - run.step_count
+        budgeted = budget.steps_left(run)
+        if budgeted is not None:
+            room = min(room, budgeted)
+        return await self._act_in_parallel(run, max(1, room), draft, actions, by_name, history)
 
-        # Governed actions: the policy judges the action before anything runs.
+    async def _act_in_parallel(
+        self,
+        run: Run,
+        room: int,
+        draft: StepDraft,
+        actions: Sequence[Action],
+        tools: Mapping[str, Tool[Any]],
+        history: Sequence[Step],
+    ) -> list[TakenStep]:
+        """Several calls decided at once become consecutive steps: the first carries the
+        decision (prompt, answers, tokens), each names the step that decided it, and each is
+        judged and run on its own, in the model's order, so one may run while another waits
+        for a person. They stop at the first that ends the run; the rest are not taken, nor
+        are those past the `room` that the step limit and the step budget leave."""
+        if len(actions) > room:
+            # Past the step limits they could not be recorded: say so rather than drop silently.
+            draft.notes["calls_not_taken"] = len(actions) - room
+            actions = actions[:room]
+        taken: list[TakenStep] = []
+        for index, action in enumerate(actions):
+            part = draft
+            if index:
+                part = StepDraft(
+                    run_id=run.id,
+                    number=draft.number + index,
+                    started_at=datetime.now(UTC),
+                    context={"decided_at_step": draft.number},
+                    deployment=draft.deployment,
+                )
+            part.notes["calls"] = {
+                "index": index,
+                "of": len(actions),
+                "decided_at_step": draft.number,
+            }
+            done = [step for step, _outcome, _effects in taken]
+            taken.append(
+                await self._act(run, part, action, tools, [*history, *done], shown=draft.context)
+            )
+            status = taken[-1][1].status
+            if status is not None and status.terminal:
+                break
+        return taken
+
+    async def _act(
+        self,
+        run: Run,
+        draft: StepDraft,
+        action: Action,
+        tools: Mapping[str, Tool[Any]],
+        history: Sequence[Step],
+        shown: JSON | None = None,
+    ) -> TakenStep:
+        """Judge one decided action by the policy, then run it, or record why it did not run.
+        `shown` is the deciding prompt's context (the draft's own when None)."""
         gate = self._gates.get(run.id)
         if gate is not None:
-            ruling = gate.rule(action, history, shown=draft.context)
+            ruling = gate.rule(action, history, shown=draft.context if shown is None else shown)
             draft.notes.update(ruling.notes)
             if ruling.action is None:  # denied, or parked for a person: nothing runs
                 step = draft.freeze(StepStatus.COMPLETED, action=action, result=ruling.result)
                 return step, ruling.outcome, ()
-
         search_tags = gate.search_tags if gate is not None else ()
-        return await self._run_tool(run, by_name[action.tool], action, draft, search_tags)
+        return await self._run_tool(run, tools[action.tool], action, draft, search_tags)
 
     async def _run_tool(
         self,
@@ -336,18 +433,43 @@ class RunLoop:
             return step, RunOutcome(RunStatus.SUCCEEDED, output=result.final_answer), result.effects
         return step, RunOutcome(), result.effects
 
-    async def take_approved_step(
+    async def take_approved_steps(
         self, run: Run, tools: Sequence[Tool[Any]], history: Sequence[Step], gate: RunGate
-    ) -> TakenStep:
-        """The step after a person decided on the last step's action. No model is asked: the
-        approved (perhaps edited) action runs, or the refusal is recorded for the model. It
-        commits under the same guard as any step, so a worker that dies before the commit
-        leaves nothing behind and the next claim takes this step again: the action's side
+    ) -> list[TakenStep]:
+        """The turn after people decided on every action of the last turn that waited for them:
+        one step per decision, in the order the actions were proposed. No model is asked. The
+        turn commits under the same guard as any, so a worker that dies before the commit
+        leaves nothing behind and the next claim takes it again: each approved action's side
         effects are queued exactly once."""
-        gated = history[-1]
+        gate.resume_due = False
+        taken: list[TakenStep] = []
+        for index, gated in enumerate(gate.awaiting):
+            done = [step for step, _outcome, _effects in taken]
+            number = run.step_count + 1 + index
+            taken.append(
+                await self.take_approved_step(run, tools, [*history, *done], gate, gated, number)
+            )
+            status = taken[-1][1].status
+            if status is not None and status.terminal:
+                break
+        return taken
+
+    async def take_approved_step(
+        self,
+        run: Run,
+        tools: Sequence[Tool[Any]],
+        history: Sequence[Step],
+        gate: RunGate,
+        gated: Step | None = None,
+        number: int | None = None,
+    ) -> TakenStep:
+        """The step carrying out a person's decision on `gated` (by default the first action
+        that waited): the approved (perhaps edited) action runs, or the refusal is recorded
+        for the model."""
+        gated = gated if gated is not None else gate.awaiting[0]
         draft = StepDraft(
             run_id=run.id,
-            number=run.step_count + 1,
+            number=number if number is not None else run.step_count + 1,
             started_at=datetime.now(UTC),
             context={"approval_of_step": gated.number},
         )
@@ -413,8 +535,9 @@ class RunLoop:
         draft: StepDraft,
         pinned: str | None = None,
         budget: RunBudget = UNLIMITED,
-    ) -> Action | None:
-        """Ask for an action until one validates; None when every attempt was invalid.
+    ) -> list[Action] | None:
+        """Ask for an action (or, with parallel calls, several) until the answer validates;
+        None when every attempt was invalid.
 
         `pinned` (the run's `deployment`) sends every call to that deployment instead of routing
         by the agent's role: a fork onto another model is decided by that model or not at all.
@@ -423,7 +546,8 @@ class RunLoop:
             model = self._models.chat_model(agent.model_role)
         else:
             model = self._models.pinned_chat_model(agent.model_role, pinned)
-        schema = action_schema(list(tools.values()))
+        parallel = agent.parallel_calls
+        schema = action_schema(list(tools.values()), parallel)
         conversation = list(messages)
         for _ in range(self._settings.max_decision_attempts):
             try:
@@ -449,7 +573,10 @@ class RunLoop:
             }
             draft.attempts.append(attempt)
             try:
-                action = parse_action(answer.content, tools)
+                if parallel > 1:
+                    actions = parse_decision(answer.content, tools, parallel)
+                else:
+                    actions = [parse_action(answer.content, tools)]
             except InvalidAction as exc:
                 attempt["error"] = exc.reason
                 # Shown after the stable prefix, so a retry still hits the prefix cache.
@@ -463,6 +590,7 @@ class RunLoop:
                 )
                 continue
             draft.deployment = answer.deployment
-            await budget.admit_tool_call(action.tool, action)
-            return action
+            for admitted, action in enumerate(actions):
+                await budget.admit_tool_call(action.tool, action, admitted)
+            return actions
         return None

@@ -23,7 +23,7 @@ from typing import Any
 from agent.context import Passage, context_record, passages_from_record
 from agent.domain import AgentDefinition, Run, RunOutcome, RunStatus, Step, StepStatus
 from agent.errors import Conflict, NotFound
-from agent.loop import ModelResolver, RunLoop, continue_or_end, past_step_limit
+from agent.loop import ModelResolver, RunLoop, past_step_limit, settle_turn
 from agent.ports import AgentStore, DocumentStore, RunStore
 from agent.replay_compare import (
     Divergence,
@@ -152,6 +152,13 @@ def _final_answers(run: Run, steps: Sequence[Step]) -> dict[int, str]:
     return {}
 
 
+def _decided_at(step: Step) -> int | None:
+    """The step whose decision `step` is one of the parallel calls of, if it is one."""
+    calls = step.decision.get("calls")
+    first = calls.get("decided_at_step") if isinstance(calls, dict) else None
+    return first if isinstance(first, int) and first != step.number else None
+
+
 class _Replay:
     """One replay of one run: the steps so far, and where they stand against the recording."""
 
@@ -188,8 +195,11 @@ class _Replay:
         passages: list[Passage] | None = None
         loops = self._loop.loop_tracker()
         last = self._steps[-1].number
-        for recorded in self._steps:
+        at = 0
+        while at < len(self._steps):
+            recorded = self._steps[at]
             number = recorded.number
+            at += 1
             if "resumed_step" in recorded.decision:
                 # A person's decision carried out (an approved or denied action: governed
                 # actions), not a model's: no decision of today's code to compare. It joins
@@ -213,22 +223,36 @@ class _Replay:
                 failure_detail=None,
             )
             try:
-                step, outcome, _effects = await self._loop.take_step(
+                taken = await self._loop.take_step(
                     before, self._agent, self._tools, passages, history
                 )
             except ReplayStopped as stop:
                 return self._report(number - 1, self._stopped(recorded, chat, history, stop))
-            found = (
-                compare_context(number, recorded.context, step.context)
-                or compare_decision(number, recorded, step, chat.calls)
-                or compare_step_outcome(number, recorded, step)
-            )
-            if found is not None:
-                return self._report(number - 1, found)
             if passages is None:
-                passages = passages_from_record(step.context)
-            outcome = continue_or_end(self._agent, step, outcome, loops)
-            history.append(step)
+                passages = passages_from_record(taken[0][0].context)
+            kept, outcome = settle_turn(self._agent, taken, loops)
+            # The recorded steps this turn made (parallel calls: the first and those it decided).
+            turn = [recorded]
+            while at < len(self._steps) and _decided_at(self._steps[at]) == number:
+                turn.append(self._steps[at])
+                at += 1
+            for offset, (step, _outcome, _effects) in enumerate(kept):
+                if offset >= len(turn):
+                    return self._report(step.number - 1, self._extra_call(step))
+                found = (
+                    compare_context(step.number, turn[offset].context, step.context)
+                    or compare_decision(
+                        step.number, turn[offset], step, chat.calls if offset == 0 else 0
+                    )
+                    or compare_step_outcome(step.number, turn[offset], step)
+                )
+                if found is not None:
+                    return self._report(step.number - 1, found)
+                history.append(step)
+            if len(kept) < len(turn):
+                when = f"at step {kept[-1][0].number} ({describe_ending(outcome)})"
+                return self._report(kept[-1][0].number, self._missing(len(kept) + number, when))
+            recorded, number = turn[-1], turn[-1].number
             if number <= (self._run.forked_from_step or 0) < last:
                 # A step copied into a fork: the fork went on after it because someone forked
                 # it there, whatever the step did to the parent, so its ending is not compared.
@@ -237,6 +261,17 @@ class _Replay:
             if ending is not None:
                 return self._report(number - 1, ending)
         return self._report(len(self._steps))
+
+    def _extra_call(self, step: Step) -> Divergence:
+        return Divergence(
+            step.number,
+            DivergenceKind.EXTRA_STEP,
+            "step",
+            None,
+            step.number,
+            f"today's code makes one more call of the same decision at step {step.number} "
+            f"({step.tool}); the recording has none",
+        )
 
     def _stopped(
         self, recorded: Step, chat: RecordedChat, history: Sequence[Step], stop: ReplayStopped

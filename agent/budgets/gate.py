@@ -197,6 +197,12 @@ class RunBudget:
             return BudgetExhausted(self._spent(tokens, Dimension.TOKENS, self._tokens)).outcome
         return None
 
+    def steps_left(self, run: Run) -> int | None:
+        """Steps the run's per-run step budget still allows; None when it has none. A turn of
+        parallel calls takes no more (each call is a step)."""
+        steps = self._per_run.get(Dimension.STEPS)
+        return None if steps is None else max(0, int(steps.limit) - run.step_count)
+
     def observe(self, step: Step) -> None:
         """Count a committed step's tool call."""
         if self.active and is_tool_call(step):
@@ -263,15 +269,18 @@ class RunBudget:
 
     # -- before a tool runs ---------------------------------------------------------------------
 
-    async def admit_tool_call(self, tool: str, action: object | None = None) -> None:
-        """Count a tool call the model asked for, or raise if a budget has none left."""
+    async def admit_tool_call(
+        self, tool: str, action: object | None = None, admitted: int = 0
+    ) -> None:
+        """Count a tool call the model asked for, or raise if a budget has none left.
+        `admitted`: calls of the same decision admitted before this one (parallel calls), not
+        yet committed, so not yet counted."""
         if not self.active or tool == Finish.name:
             return
         calls = self._per_run.get(Dimension.TOOL_CALLS)
-        if calls is not None and self._tool_calls + 1 > calls.limit:
-            raise BudgetExhausted(
-                self._spent(calls, Dimension.TOOL_CALLS, self._tool_calls, 1), action
-            )
+        used = self._tool_calls + admitted
+        if calls is not None and used + 1 > calls.limit:
+            raise BudgetExhausted(self._spent(calls, Dimension.TOOL_CALLS, used, 1), action)
         if any(r.limits.tool_calls is not None for r in self._daily.values()):
             await self._reserve(tool_calls=1, action=action)
 

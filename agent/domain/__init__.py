@@ -162,6 +162,9 @@ class AgentDefinition:
     """How many chunks are retrieved for the task before the first decision."""
     version: int
     created_at: datetime
+    parallel_calls: int = 1
+    """Tool calls the model may propose in one decision; more than one lets several actions of
+    one run wait for approval side by side (`agent.decision`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ claim (for example after an approval).
 the step's result tells the model why (the run fails `policy_denied` after
 `policy_max_denials` refusals); needing approval, the step records the proposed action and an
 approval request, and its commit parks the run (`awaiting_approval`) and inserts the approval
-in the same statement. `resume` is the step after a decision: the approved (maybe edited)
-action, checked once more against the policy, or the approver's refusal for the model.
+in the same statement. A turn of parallel calls may park several actions at once: one approval
+each, decided independently; the run waits until every one is decided. `resume` is the step
+after a decision: the approved (maybe edited) action, checked once more against the policy, or
+the approver's refusal for the model.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from agent.domain import (
     RunStatus,
     Step,
 )
+from agent.policy import step_audit
 from agent.policy.compiled import NO_POLICY, EffectivePolicy
 from agent.policy.evaluators import EvaluationContext, ProposedAction
 from agent.policy.provenance import Provenance
@@ -77,6 +80,18 @@ def is_gated(step: Step) -> bool:
     )
 
 
+def last_turn(history: Sequence[Step]) -> list[Step]:
+    """The steps of the run's last turn: the last step, with the steps decided together with it
+    when it was one of several parallel calls (`agent.loop`)."""
+    if not history:
+        return []
+    calls = history[-1].decision.get("calls")
+    first = calls.get("decided_at_step") if isinstance(calls, dict) else None
+    if not isinstance(first, int):
+        return [history[-1]]
+    return [step for step in history if step.number >= first]
+
+
 def refusals(history: Sequence[Step]) -> int:
     """Actions of the run so far that a policy or an approver refused."""
     count = 0
@@ -106,46 +121,18 @@ class Governance:
     async def open(self, run: Run, agent: AgentDefinition, history: Sequence[Step]) -> RunGate:
         records = await self._policies.active(run.tenant_id, agent.name)
         policy = EffectivePolicy.of(records) if records else NO_POLICY
-        decided: Approval | None = None
-        waiting = bool(history) and is_gated(history[-1])
-        if waiting:
-            decided = await self._approvals.for_step(run.id, history[-1].number)
+        # The actions of the last turn that waited for people, and what they decided.
+        awaiting = tuple(step for step in last_turn(history) if is_gated(step))
+        decided = {s.number: await self._approvals.for_step(run.id, s.number) for s in awaiting}
         provenance = Provenance.of_run(run.input, agent.instructions, history)
-        return RunGate(self, run, policy, provenance, waiting, decided)
+        return RunGate(self, run, policy, provenance, awaiting, decided)
 
     async def audit_step(self, run: Run, step: Step, effects: Sequence[OutboxEffect]) -> None:
-        """Link a governed action to the audit log: the run and step, the model's output, the
-        action, its verdict (with the policy version) and the approval decision."""
-        await self._audit.append(
-            tenant_id=run.tenant_id,
-            actor=f"run:{run.id}",
-            action=_audit_action(step, effects),
-            object_type="step",
-            object_id=f"{run.id}:{step.number}",
-            detail={
-                "tool": step.tool,
-                "arguments": step.arguments,
-                "model_output": _model_output(step),
-                "policy": step.decision.get("policy"),
-                "approval": step.decision.get("approval"),
-                "provenance": step.decision.get("provenance"),
-                "effects": [e.kind for e in effects],
-            },
-        )
-
-
-def _audit_action(step: Step, effects: Sequence[OutboxEffect]) -> str:
-    if effects:
-        return "action.execute"
-    if isinstance((step.result or {}).get("error"), dict):
-        return "action.refuse"
-    return "action.await_approval" if is_gated(step) else "action.execute"
-
-
-def _model_output(step: Step) -> str | None:
-    attempts = step.decision.get("attempts") or []
-    raw = attempts[-1].get("raw") if attempts else None
-    return raw if isinstance(raw, str) else None
+        """Link a governed action to the audit log (`agent.policy.step_audit`), once: when the
+        audit sweep has appended this step's entry already, nothing is written."""
+        kinds = [e.kind for e in effects]
+        entry = step_audit.step_entry(run.tenant_id, step, kinds, gated=is_gated(step))
+        await step_audit.append(self._audit, entry)
 
 
 class RunGate:
@@ -157,16 +144,19 @@ class RunGate:
         run: Run,
         policy: EffectivePolicy,
         provenance: Provenance,
-        waiting: bool,
-        decided: Approval | None,
+        awaiting: tuple[Step, ...],
+        decided: Mapping[int, Approval | None],
     ) -> None:
         self._governance = governance
         self._run = run
         self.policy = policy
         self._provenance = provenance
-        self.resume_due = waiting
-        """The last step waits on an approval: the next step is `resume`, not a model call."""
-        self._decided = decided
+        self.awaiting = awaiting
+        """The last turn's steps whose actions waited for a person, in the order proposed."""
+        self.resume_due = bool(awaiting)
+        """Actions of the last turn waited on approvals: the next turn carries out the
+        decisions (`resume`), with no model call."""
+        self._decided = dict(decided)
 
     @property
     def search_tags(self) -> tuple[str, ...]:
@@ -217,10 +207,9 @@ class RunGate:
     def resume(
         self, gated: Step, tools: Mapping[str, Tool[Any]], history: Sequence[Step]
     ) -> tuple[Ruling, str, JSON]:
-        """The step after an approval was decided: (ruling, tool, arguments shown). The ruling
-        runs the approved action, or refuses it with the reason the model is told."""
-        self.resume_due = False
-        approval = self._decided
+        """The step after the approval of `gated` was decided: (ruling, tool, arguments shown).
+        The ruling runs the approved action, or refuses it with the reason the model is told."""
+        approval = self._decided.get(gated.number)
         tool = gated.tool or ""
         proposed: JSON = gated.arguments or {}
         notes: JSON = {"resumed_step": gated.number}
@@ -265,13 +254,8 @@ class RunGate:
         self._provenance.read(step)
 
     def audited(self, step: Step, effects: Sequence[OutboxEffect]) -> bool:
-        """Whether the step goes to the audit log: every action with a side effect, every
-        refusal, every approval request and decision (plain reads under no rule do not)."""
-        return (
-            bool(effects)
-            or any(k in step.decision for k in ("approval", "resumed_step"))
-            or ((step.decision.get("policy") or {}).get("verdict", Allow.kind) != Allow.kind)
-        )
+        """Whether the step goes to the audit log (`agent.policy.step_audit.audited`)."""
+        return step_audit.audited(step, [e.kind for e in effects])
 
     async def audit(self, step: Step, effects: Sequence[OutboxEffect]) -> None:
         if self.audited(step, effects):

@@ -79,6 +79,16 @@ class RunStore(Protocol):
         """
         ...
 
+    async def record_steps(
+        self,
+        steps: Sequence[tuple[Step, Sequence[OutboxEffect]]],
+        worker_id: str,
+        outcome: RunOutcome,
+    ) -> Run:
+        """Commit a turn of consecutive steps (parallel calls) with their side effects, and
+        `outcome` on the run, all or nothing, under the same guard as `record_step`."""
+        ...
+
     async def finish_without_step(
         self, run_id: uuid.UUID, worker_id: str, outcome: RunOutcome
     ) -> Run:

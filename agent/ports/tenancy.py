@@ -54,6 +54,7 @@ class AgentStore(Protocol):
         model_role: str,
         max_steps: int,
         retrieval_k: int,
+        parallel_calls: int = 1,
         actor: str | None = None,
     ) -> AgentDefinition: ...
     async def get_agent(self, tenant_id: uuid.UUID, name: str) -> AgentDefinition | None: ...
@@ -72,4 +73,18 @@ class AuditLog(Protocol):
         object_id: str,
         detail: JSON,
     ) -> AuditEntry: ...
+    async def append_once(
+        self,
+        *,
+        tenant_id: uuid.UUID | None,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: JSON,
+    ) -> AuditEntry | None:
+        """The entry of an object audited at most once (a step); None, and nothing written,
+        when it has one already."""
+        ...
+
     async def list_entries(self, tenant_id: uuid.UUID | None, limit: int) -> list[AuditEntry]: ...

@@ -12,6 +12,9 @@ from agent.ports import AgentStore, TenantStore
 from agent.settings import AgentSettings
 from agent.tools import TOOL_NAMES
 
+MAX_PARALLEL_CALLS = 8
+"""Tool calls one decision may propose at most (migration 0009's check agrees)."""
+
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -51,6 +54,7 @@ class TenancyService:
         model_role: str = "decide",
         max_steps: int | None = None,
         retrieval_k: int | None = None,
+        parallel_calls: int = 1,
         actor: str,
     ) -> AgentDefinition:
         tenant = await self.require_tenant(tenant_name)
@@ -69,6 +73,8 @@ class TenancyService:
         k = retrieval_k if retrieval_k is not None else self._settings.default_retrieval_k
         if not 1 <= steps <= 200 or not 0 <= k <= 50:
             raise CallerError("max_steps must be 1..200 and retrieval_k 0..50")
+        if not 1 <= parallel_calls <= MAX_PARALLEL_CALLS:
+            raise CallerError(f"parallel_calls must be 1..{MAX_PARALLEL_CALLS}")
         return await self._agents.put_agent(
             tenant.id,
             name,
@@ -77,6 +83,7 @@ class TenancyService:
             model_role=model_role,
             max_steps=steps,
             retrieval_k=k,
+            parallel_calls=parallel_calls,
             actor=actor,
         )
 

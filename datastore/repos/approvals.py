@@ -5,6 +5,13 @@ Every change takes the approval's row lock first and its run's second, in that o
 transaction here, so a decision racing the expiry sweep (or another decision) waits instead of
 deadlocking; the loser sees the approval already closed. A decision and its run's move back to
 `queued` (or to `failed` on expiry) commit together with their audit entry.
+
+A run may wait on several approvals at once (parallel calls): it goes back to the queue with the
+last decision. Decisions on one run serialise on its row lock, and each reads the others' status
+after taking it (read committed: a fresh snapshot per statement), so exactly one of them sees
+none left pending. When one expires, the run fails, and the sweep's next pass closes the others
+as cancelled (closing them in the same transaction would take approval locks after the run's,
+against the order above).
 """
 
 from __future__ import annotations
@@ -161,11 +168,17 @@ class ApprovalRepository:
                     final_arguments=decision.final_arguments,
                 )
             )
-            await conn.execute(
-                update(RUNS)
-                .where(RUNS.c.id == row.run_id)
-                .values(status=RunStatus.QUEUED.value, worker_id=None, lease_expires_at=None)
+            others = select(func.count()).where(
+                APPROVALS.c.run_id == row.run_id,
+                APPROVALS.c.status == PENDING,
+                APPROVALS.c.id != approval_id,
             )
+            if (await conn.execute(others)).scalar_one() == 0:
+                await conn.execute(
+                    update(RUNS)
+                    .where(RUNS.c.id == row.run_id)
+                    .values(status=RunStatus.QUEUED.value, worker_id=None, lease_expires_at=None)
+                )
             approval = await self._read(conn, approval_id)
             verb = "approve" if decision.status is ApprovalStatus.APPROVED else "deny"
             await append_entry(

@@ -239,6 +239,19 @@ class RunRepository:
             raise LeaseLost(f"run {step.run_id} is no longer leased to {worker_id}")
         return _run(row)
 
+    async def record_steps(
+        self,
+        steps: Sequence[tuple[Step, Sequence[OutboxEffect]]],
+        worker_id: str,
+        outcome: RunOutcome,
+    ) -> Run:
+        *before, (last, effects) = steps
+        commit = StepCommit(last, worker_id, outcome, effects, before=tuple(before))
+        row = await self._commits.commit(commit)
+        if row is None:
+            raise LeaseLost(f"run {last.run_id} is no longer leased to {worker_id}")
+        return _run(row)
+
     async def close(self) -> None:
         await self._commits.close()
 

@@ -13,6 +13,10 @@ fails (the worker lost its lease, or it is not the next step) writes nothing and
 lost, while the others commit. A batch that fails for any other reason is retried one step at a
 time, so one bad step cannot fail its neighbours.
 
+A turn of several steps (parallel calls) is one commit: its steps are rows of the batch that
+share the commit's index; the last (`head`) guards and moves the run, the others go in with it
+or not at all.
+
 A connection lost mid-commit leaves the outcome unknown. The committer then reconnects and reads
 back whether each step is stored (matched by run, number and its own start time): a committed
 step is never written twice, and an uncommitted one is retried under its guard.
@@ -57,7 +61,8 @@ for _status in RunStatus:
 COMMIT_SQL = """
 WITH input AS (
     SELECT * FROM jsonb_to_recordset(%(batch)s::jsonb) AS i(
-        idx int, run_id uuid, worker_id text, number int, status text,
+        idx int, head boolean, first_number int, run_prompt int, run_completion int,
+        run_id uuid, worker_id text, number int, status text,
         context jsonb, decision jsonb, tool text, arguments jsonb, result jsonb,
         error_code text, prompt_tokens int, completion_tokens int,
         model_ms float8, tool_ms float8, started_at timestamptz, finished_at timestamptz,
@@ -67,8 +72,8 @@ WITH input AS (
 moved AS (
     UPDATE runs r SET
         step_count = i.number,
-        prompt_tokens = r.prompt_tokens + i.prompt_tokens,
-        completion_tokens = r.completion_tokens + i.completion_tokens,
+        prompt_tokens = r.prompt_tokens + i.run_prompt,
+        completion_tokens = r.completion_tokens + i.run_completion,
         -- Progress: a run is parked only when its workers die on every attempt at one step.
         -- The worker that commits this step goes on to the next under the same claim, so that
         -- claim is already one attempt at the next step (a clean release gives it back).
@@ -98,8 +103,8 @@ moved AS (
                               WHEN r.cancel_requested_at IS NOT NULL THEN i.cancel_detail
                               ELSE r.failure_detail END
     FROM input i
-    WHERE r.id = i.run_id AND r.worker_id = i.worker_id AND r.status = 'running'
-      AND r.step_count = i.number - 1
+    WHERE i.head AND r.id = i.run_id AND r.worker_id = i.worker_id AND r.status = 'running'
+      AND r.step_count = i.first_number - 1
     RETURNING i.idx, r.*
 ),
 written AS (
@@ -118,8 +123,9 @@ queued AS (
            e.effect->>'kind', e.effect->'payload'
     FROM input i JOIN moved m ON m.idx = i.idx, jsonb_array_elements(i.effects) AS e(effect)
 ),
--- A step whose action waits for a person parks its run and creates the approval with it; not
--- when a cancel requested meanwhile ended the run instead (nobody would ever decide it).
+-- A step whose action waits for a person parks its run and creates the approval with it (a
+-- turn of parallel calls may create several); not when a cancel requested meanwhile ended the
+-- run instead (nobody would ever decide it).
 parked AS (
     INSERT INTO approvals (id, tenant_id, run_id, step_number, tool, arguments, rule, reason,
                            policy, provenance, expires_at)
@@ -143,15 +149,31 @@ WHERE r.id = %(run_id)s
 
 @dataclass(frozen=True, slots=True)
 class StepCommit:
-    """One step to commit, as the loop hands it over."""
+    """One step to commit, as the loop hands it over, with the steps of its turn before it."""
 
     step: Step
+    """The turn's last step: it carries the guard and the run's outcome."""
     worker_id: str
     outcome: RunOutcome
     effects: Sequence[OutboxEffect] = ()
+    before: Sequence[tuple[Step, Sequence[OutboxEffect]]] = ()
+    """The turn's earlier steps (parallel calls), consecutive, committed with `step` or not."""
 
-    def as_json(self, idx: int) -> dict[str, Any]:
-        step, outcome = self.step, self.outcome
+    def as_rows(self, idx: int) -> list[dict[str, Any]]:
+        parts = [*self.before, (self.step, self.effects)]
+        first = parts[0][0].number
+        if [s.number for s, _e in parts] != list(range(first, first + len(parts))):
+            raise ValueError("a turn's steps must be consecutive")
+        prompt = sum(s.prompt_tokens for s, _e in parts)
+        completion = sum(s.completion_tokens for s, _e in parts)
+        rows = [self._row(idx, s, e) for s, e in parts]
+        for row in rows:
+            row.update(head=False, first_number=first, run_prompt=prompt, run_completion=completion)
+        rows[-1]["head"] = True
+        return rows
+
+    def _row(self, idx: int, step: Step, effects: Sequence[OutboxEffect]) -> dict[str, Any]:
+        outcome = self.outcome
         if outcome.status is not None:
             check_transition(RunStatus.RUNNING, outcome.status)
         ends = outcome.status is not None and outcome.status.terminal
@@ -186,18 +208,20 @@ class StepCommit:
                     "kind": e.kind,
                     "payload": e.payload,
                 }
-                for n, e in enumerate(self.effects)
+                for n, e in enumerate(effects)
             ],
-            "approval": self._approval(),
+            "approval": self._approval(step),
         }
 
-    def _approval(self) -> dict[str, Any] | None:
+    def _approval(self, step: Step) -> dict[str, Any] | None:
         """The approval a step parking its run creates, from what the policy gate recorded on
         the step's decision (`agent.policy.gate`): its id and expiry, the verdict, the taints."""
         if self.outcome.status is not RunStatus.AWAITING_APPROVAL:
             return None
-        decision = self.step.decision
-        request, policy = decision["approval"], decision.get("policy") or {}
+        decision = step.decision
+        request, policy = decision.get("approval"), decision.get("policy") or {}
+        if not isinstance(request, dict) or "ttl_s" not in request:
+            return None  # a step of the turn that does not wait for anyone
         return {
             "id": request["id"],
             "ttl_s": request["ttl_s"],
@@ -286,7 +310,7 @@ class StepCommitter:
 
     async def _execute(self, commits: Sequence[StepCommit]) -> dict[int, Any]:
         conn = await self._connection()
-        batch = json.dumps([c.as_json(n) for n, c in enumerate(commits)])
+        batch = json.dumps([row for n, c in enumerate(commits) for row in c.as_rows(n)])
         try:
             cur = await conn.execute(COMMIT_SQL, {"batch": batch})
             return {row.idx: row for row in await cur.fetchall()}

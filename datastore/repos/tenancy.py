@@ -54,6 +54,7 @@ def _agent(row: Row[Any]) -> AgentDefinition:
         max_steps=row.max_steps,
         retrieval_k=row.retrieval_k,
         version=row.version,
+        parallel_calls=row.parallel_calls,
         created_at=row.created_at,
     )
 
@@ -211,6 +212,7 @@ class AgentRepository:
         model_role: str,
         max_steps: int,
         retrieval_k: int,
+        parallel_calls: int = 1,
         actor: str | None = None,
     ) -> AgentDefinition:
         """Create the agent, or replace its definition and bump its version; audited under
@@ -221,6 +223,7 @@ class AgentRepository:
             "model_role": model_role,
             "max_steps": max_steps,
             "retrieval_k": retrieval_k,
+            "parallel_calls": parallel_calls,
         }
         stmt = (
             insert(AgentRow)

@@ -32,6 +32,14 @@ def put(
     retrieval_k: Annotated[
         int | None, typer.Option("--retrieval-k", help="Passages retrieved before step 1.")
     ] = None,
+    parallel_calls: Annotated[
+        int,
+        typer.Option(
+            "--parallel-calls",
+            help="Tool calls the model may propose in one decision (1..8); several may then "
+            "wait for approval side by side.",
+        ),
+    ] = 1,
     json_out: JsonFlag = False,
 ) -> None:
     """Create an agent, or replace its definition (its version goes up by one)."""
@@ -45,6 +53,7 @@ def put(
             tools=tools,
             max_steps=max_steps,
             retrieval_k=retrieval_k,
+            parallel_calls=parallel_calls,
             actor=actor(),
         )
 
@@ -55,6 +64,7 @@ def put(
                     ("tools", ", ".join(agent.allowed_tools)),
                     ("max steps", str(agent.max_steps)),
                     ("retrieval k", str(agent.retrieval_k)),
+                    ("parallel calls", str(agent.parallel_calls)),
                 ]
             )
 

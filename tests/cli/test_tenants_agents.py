@@ -49,6 +49,12 @@ def test_agents_put_and_list(cli: Cli) -> None:
     assert second["version"] == 2
     assert second["allowed_tools"] == ["finish"]
     assert second["max_steps"] == 8  # back to the default: put replaces the whole definition
+    assert second["parallel_calls"] == 1
+    third = cli.json("agents", "put", "acme", "helpdesk", "-i", "Go.", "--parallel-calls", "3")
+    assert third["agent"]["parallel_calls"] == 3
+    bad = cli.fails(1, "invalid_request", "agents", "put", "acme", "x", "-i", "Go.",
+                    "--parallel-calls", "9")  # fmt: skip
+    assert "parallel_calls must be 1..8" in bad.stderr
 
     cli.ok("tenants", "create", "globex")
     cli.ok("agents", "put", "globex", "sales", "-i", "Quote prices.")

@@ -263,11 +263,11 @@ async def test_a_changed_finish_is_an_outcome_divergence(
     run_id = await recorded_run(services, acme, scripted_model, *THREE_STEPS)
     real = loop_module.RunLoop.take_step
 
-    async def strips_answers(self: loop_module.RunLoop, *args: Any) -> loop_module.TakenStep:
-        step, outcome, effects = await real(self, *args)
+    async def strips_answers(self: loop_module.RunLoop, *args: Any) -> list[loop_module.TakenStep]:
+        [(step, outcome, effects)] = await real(self, *args)
         if outcome.output is not None:
             outcome = type(outcome)(outcome.status, output=outcome.output.rstrip("."))
-        return step, outcome, effects
+        return [(step, outcome, effects)]
 
     monkeypatch.setattr(loop_module.RunLoop, "take_step", strips_answers)
 

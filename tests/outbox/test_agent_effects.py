@@ -213,7 +213,7 @@ async def _one_email_step(
     assert agent is not None
     by_name = build_tools(services.settings.outbox)
     tools = [by_name[name] for name in agent.allowed_tools]
-    step, outcome, effects = await loop.take_step(claimed, agent, tools, None, [])
+    [(step, outcome, effects)] = await loop.take_step(claimed, agent, tools, None, [])
     assert len(effects) == 1
     return claimed, step, outcome, effects
 

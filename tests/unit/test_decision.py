@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.decision import InvalidAction, action_schema, parse_action
+from agent.decision import InvalidAction, action_schema, parse_action, parse_decision
 from agent.outbox.settings import OutboxSettings
 from agent.tools import build_tools
 
@@ -81,3 +81,53 @@ def test_a_final_answer_at_its_longest_fits_the_decision_token_budget() -> None:
     finish = build_tools(OutboxSettings())["finish"]
     longest = finish.arguments_schema()["properties"]["answer"]["maxLength"]
     assert longest / 3.5 + 64 <= AgentSettings().decision_max_tokens
+
+
+def email(to: str) -> dict[str, object]:
+    return {"tool": "send_email", "arguments": {"to": [to], "subject": "s", "body": "b"}}
+
+
+def test_parallel_schema_adds_a_bounded_list_of_calls_without_finish() -> None:
+    assert action_schema(list(TOOLS.values()), 1) == action_schema(list(TOOLS.values()))
+    schema = action_schema(list(TOOLS.values()), 3)
+    batch = schema["anyOf"][-1]
+    assert batch["required"] == ["calls"]
+    assert batch["additionalProperties"] is False
+    calls = batch["properties"]["calls"]
+    assert (calls["minItems"], calls["maxItems"]) == (1, 3)
+    names = [v["properties"]["tool"]["const"] for v in calls["items"]["anyOf"]]
+    assert names == ["search_documents", "send_email", "http_request"]
+
+
+def test_parse_decision_keeps_the_models_order() -> None:
+    raw = json.dumps({"calls": [email("a@x.com"), email("b@x.com")]})
+    actions = parse_decision(raw, TOOLS, parallel=2)
+    assert [a.arguments["to"] for a in actions] == [["a@x.com"], ["b@x.com"]]
+    assert [a.tool for a in parse_decision(json.dumps(email("a@x.com")), TOOLS, 2)] == [
+        "send_email"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "parallel", "reason"),
+    [
+        ({"calls": [email("a@x.com")]}, 1, "answer with one call"),
+        ({"calls": [email("a@x.com")] * 3}, 2, "list of 1 to 2 calls"),
+        ({"calls": []}, 2, "list of 1 to 2 calls"),
+        ({"calls": "all"}, 2, "list of 1 to 2 calls"),
+        ({"calls": [email("a@x.com")], "why": 1}, 2, "unexpected keys"),
+        (
+            {"calls": [email("a@x.com"), {"tool": "finish", "arguments": {"answer": "x"}}]},
+            2,
+            "finish cannot be one of several",
+        ),
+        ({"calls": [email("a@x.com"), {"tool": "rm", "arguments": {}}]}, 2, "calls[1]: 'tool'"),
+        ({"calls": [{"tool": "send_email", "arguments": {}}]}, 2, "calls[0]: invalid arguments"),
+    ],
+)
+def test_parse_decision_rejects_bad_parallel_answers(
+    answer: dict[str, object], parallel: int, reason: str
+) -> None:
+    with pytest.raises(InvalidAction) as err:
+        parse_decision(json.dumps(answer), TOOLS, parallel)
+    assert reason in err.value.reason
