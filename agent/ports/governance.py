@@ -1,9 +1,10 @@
-"""Governed actions: stored policies and human approvals."""
+"""Governed actions: stored policies, human approvals, and the audit of governed steps."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -12,6 +13,7 @@ from agent.domain import (
     Approval,
     ApprovalStatus,
     PolicyRecord,
+    Step,
 )
 
 
@@ -93,4 +95,65 @@ class ApprovalStore(Protocol):
     async def sweep(self, limit: int = 100) -> int:
         """Expire pending approvals past their time (their runs fail `approval_expired`) and
         cancel those whose run ended otherwise; how many approvals it closed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UnauditedStep:
+    """A committed step that may be owed an audit entry, with what its entry is built from."""
+
+    step_id: int
+    """The step's row id: the order the sweep walks steps in, and its watermark."""
+    tenant_id: uuid.UUID
+    step: Step
+    effect_kinds: tuple[str, ...]
+    """The kinds of the step's outbox effects, in call order (what the live path was handed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRange:
+    """Steps (`through`, `mark_id`] are due for a sweep: every one committed at least the
+    settling time ago. `steps` are those of them that lack an entry, oldest id first, at most
+    the limit asked for."""
+
+    through: int
+    mark_id: int
+    steps: tuple[UnauditedStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MissingEntry:
+    run_id: uuid.UUID
+    number: int
+    tenant_id: uuid.UUID
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MissingEntries:
+    """Governed steps without their audit entry, over all steps (no watermark)."""
+
+    count: int
+    overdue: int
+    """How many of them finished longer ago than the grace asked for: the sweep should have
+    appended those already."""
+    first: tuple[MissingEntry, ...]
+    """The oldest few, by when their step finished."""
+
+
+class StepAuditStore(Protocol):
+    """What the audit sweep reads and where it keeps its place; appending is `AuditLog`'s."""
+
+    async def due(self, limit: int, settle_s: float) -> SweepRange | None:
+        """The range the sweep should examine now, or None when none has settled yet (one
+        single-row read: the usual answer)."""
+        ...
+
+    async def advance(self, swept: SweepRange, complete: bool) -> None:
+        """Record that `swept` was handled: all of it when `complete`, else up to its last
+        step; and mark the next range. A no-op when another sweeper moved on meanwhile."""
+        ...
+
+    async def missing(self, sample: int, grace_s: float) -> MissingEntries:
+        """Every governed step without an entry, counted, and the oldest `sample` of them."""
         ...

@@ -2,8 +2,9 @@
 
 This module owns the chain's format: which fields of an entry are hashed, how they are encoded,
 and how each entry names the one before it. Appending (`append_entry`, inside the caller's
-transaction) and verifying (`AuditRepository.verify`) both go through `entry_fields` and
-`entry_hash`, so the two can never disagree about what an entry's hash covers.
+transaction; `append_once` for an object with at most one entry, a step) and verifying
+(`AuditRepository.verify`) both go through `entry_fields` and `entry_hash`, so the two can
+never disagree about what an entry's hash covers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ GENESIS = "0" * 64
 AUDIT_LOCK_KEY = 0x6A7272_A0D
 VERIFY_BATCH = 2000
 """Entries read per round trip when walking the whole log (keyset pages: no long snapshot)."""
+
+ONCE_TYPES = frozenset({"step"})
+"""Object types with at most one entry each (`uq_audit_log_step`, migration 0010)."""
 
 ALTERED = "audit_entry_altered"
 BROKEN = "audit_chain_broken"
@@ -108,6 +112,56 @@ async def append_entry(
     It takes a transaction-scoped lock that every append waits for, until the caller commits:
     call it as the transaction's last statement, so the lock is held for as short a time as
     possible."""
+    await _lock(conn)
+    return await _insert(conn, tenant_id, actor, action, object_type, object_id, detail)
+
+
+async def append_once(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID | None,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: JSON,
+) -> AuditEntry | None:
+    """Append the one entry of an object audited at most once (a step), or nothing, returning
+    None, when it has one already: appended twice (the live path and the sweep racing, say),
+    it is written once.
+
+    The check runs under the lock every append takes, so two appends of one object serialise
+    and the second sees the first's committed entry (each statement reads a fresh snapshot,
+    taken after the lock was granted, and a lock is released only after its transaction is
+    visible); nothing is inserted, so the chain's head does not move. The unique index
+    `uq_audit_log_step` backs this up against any writer that would bypass the lock."""
+    if object_type not in ONCE_TYPES:
+        raise ValueError(f"{object_type!r} objects are not indexed for a once-only entry")
+    await _lock(conn)
+    found = await conn.execute(
+        select(AUDIT.c.id)
+        .where(AUDIT.c.object_type == object_type, AUDIT.c.object_id == object_id)
+        .limit(1)
+    )
+    if found.first() is not None:
+        return None
+    return await _insert(conn, tenant_id, actor, action, object_type, object_id, detail)
+
+
+async def _lock(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+
+
+async def _insert(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID | None,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: JSON,
+) -> AuditEntry:
+    """Chain a new entry to the head; only under the lock (`_lock`), held to commit."""
     created_at = datetime.now(UTC)
     fields = entry_fields(
         tenant_id=tenant_id,
@@ -118,7 +172,6 @@ async def append_entry(
         detail=detail,
         created_at=created_at,
     )
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
     prev = (
         await conn.execute(select(AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1))
     ).scalar_one_or_none() or GENESIS
@@ -179,6 +232,27 @@ class AuditRepository:
     ) -> AuditEntry:
         async with translated(), self._engine.begin() as conn:
             return await append_entry(
+                conn,
+                tenant_id=tenant_id,
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                detail=detail,
+            )
+
+    async def append_once(
+        self,
+        *,
+        tenant_id: uuid.UUID | None,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: JSON,
+    ) -> AuditEntry | None:
+        async with translated(), self._engine.begin() as conn:
+            return await append_once(
                 conn,
                 tenant_id=tenant_id,
                 actor=actor,

@@ -3,9 +3,14 @@
 `verify` recomputes the hash chain from the first entry and names the first entry that breaks
 it, with a stable code (`audit_entry_altered`, `audit_chain_broken`, `audit_anchor_mismatch`)
 and exit status 1; it prints the head (id:hash) to note down and pass back later as `--anchor`,
-which also catches a log cut short or rewritten wholesale. `export` streams entries as JSON
-lines, oldest first, to stdout or a file (written beside it and renamed when complete), with
-progress on stderr for big logs.
+which also catches a log cut short or rewritten wholesale. It also counts governed steps that
+lack their entry (a worker died between the step's commit and its append) and names the oldest:
+those that finished within `MISSING_GRACE_S` are pending (the workers' audit sweep appends them
+within a minute) and do not fail it; older ones mean no sweep is running, and fail it
+(`audit_entry_missing`, exit status 1): the log does not yet link every governed action.
+
+`export` streams entries as JSON lines, oldest first, to stdout or a file (written beside it and
+renamed when complete), with progress on stderr for big logs.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from typing import IO, Annotated, Any
 import typer
 
 from agent.domain import AuditEntry, ChainReport
+from agent.policy.audit_sweep import MISSING_GRACE_S
+from agent.ports.governance import MissingEntries
 from agent.services.audit import Anchor
 from ops.errors import USAGE, CliError
-from ops.output import JsonFlag, Output
+from ops.output import JsonFlag, Output, when
 from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="The audit log: every administrator's change, hash-chained.")
@@ -36,6 +43,9 @@ PROGRESS_EVERY = 10_000
 """Entries between two progress lines; smaller logs print none."""
 PAGE = 2000
 """Entries read per round trip, walking the log oldest first."""
+MISSING_SHOWN = 5
+"""Steps lacking their entry that `verify` names (oldest first); it counts them all."""
+MISSING = "audit_entry_missing"
 
 
 class ExportFormat(StrEnum):
@@ -84,28 +94,79 @@ def verify(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Recompute the audit log's hash chain; exit 1 naming the first entry that breaks it."""
+    """Recompute the audit log's hash chain, and look for governed steps without their entry;
+    exit 1 naming the first entry that breaks the chain, or the steps long left unaudited."""
     out = Output(json_out)
-    reports: list[ChainReport] = []
+    reports: list[tuple[ChainReport, MissingEntries]] = []
 
     async def body(rt: Runtime) -> None:
         given = Anchor.parse(anchor) if anchor is not None else None
         report = await rt.services.audit.verify(given, _progress("verified"), batch=PAGE)
-        reports.append(report)
-        out.emit(_report_json(report), lambda: _print_report(out, report))
+        missing = await rt.services.audit_sweep.missing(MISSING_SHOWN)
+        reports.append((report, missing))
+        out.emit(
+            _report_json(report, missing),
+            lambda: _print_all(out, report, missing),
+        )
 
     with_services(ctx, out, body)
-    if reports and reports[0].broken is not None:
-        broken = reports[0].broken
-        out.error(broken.code, broken.message)
+    if not reports:
+        return
+    report, missing = reports[0]
+    if report.broken is not None:
+        out.error(report.broken.code, report.broken.message)
+        raise typer.Exit(BROKEN)
+    if missing.overdue:
+        out.error(
+            MISSING,
+            f"{missing.overdue} governed steps finished over {MISSING_GRACE_S:g} s ago without "
+            "their audit entry: start a worker (`garrison worker`), whose audit sweep appends them",
+        )
         raise typer.Exit(BROKEN)
 
 
-def _report_json(report: ChainReport) -> dict[str, Any]:
+def _report_json(report: ChainReport, missing: MissingEntries) -> dict[str, Any]:
     head = None
     if report.head_id is not None:
         head = {"id": report.head_id, "hash": report.head_hash}
-    return {"ok": report.ok, "checked": report.checked, "head": head, "broken": report.broken}
+    return {
+        "ok": report.ok and not missing.overdue,
+        "checked": report.checked,
+        "head": head,
+        "broken": report.broken,
+        "missing": {
+            "code": MISSING,
+            "count": missing.count,
+            "overdue": missing.overdue,
+            "first": [
+                {
+                    "object_id": f"{m.run_id}:{m.number}",
+                    "run_id": str(m.run_id),
+                    "step": m.number,
+                    "tenant_id": str(m.tenant_id),
+                    "finished_at": m.finished_at.astimezone(UTC).isoformat(),
+                }
+                for m in missing.first
+            ],
+        },
+    }
+
+
+def _print_all(out: Output, report: ChainReport, missing: MissingEntries) -> None:
+    _print_report(out, report)
+    _print_missing(out, missing)
+
+
+def _print_missing(out: Output, missing: MissingEntries) -> None:
+    if not missing.count:
+        return
+    pending = missing.count - missing.overdue
+    out.line(
+        f"{missing.count} governed steps lack their audit entry ({MISSING}): {missing.overdue} "
+        f"overdue, {pending} pending the workers' audit sweep"
+    )
+    for m in missing.first:
+        out.line(f"  run {m.run_id} step {m.number} (finished {when(m.finished_at)})")
 
 
 def _print_report(out: Output, report: ChainReport) -> None:
