@@ -17,7 +17,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from multiprocessing import get_context
@@ -67,15 +67,12 @@ class StandInEmbedder:
     """An embedder with the corpus' structure, in its own process as a model server would be,
     so that its work overlaps the database's instead of holding this process' event loop."""
 
-    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+    def __init__(self) -> None:
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        self._intervals = intervals
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
-        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         vectors = await loop.run_in_executor(self._pool, _embed_in_worker, list(texts))
-        self._intervals.append((started, time.perf_counter()))
         return EmbeddingResult(vectors, Usage(0, 0), 0.0, "stand-in")
 
     def close(self) -> None:
@@ -83,11 +80,12 @@ class StandInEmbedder:
 
 
 class TimedEmbedder:
-    """Wraps a real embedder (the serving client) to record the time spent in it."""
+    """Wraps an embedder (the stand-in, the in-process one, the serving client) to record the
+    wall time of every call in `intervals`."""
 
     def __init__(self, inner: Any, intervals: list[tuple[float, float]]) -> None:
         self._inner = inner
-        self._intervals = intervals
+        self.intervals = intervals
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         started = time.perf_counter()
@@ -95,7 +93,7 @@ class TimedEmbedder:
             result: EmbeddingResult = await self._inner.embed(texts)
             return result
         finally:
-            self._intervals.append((started, time.perf_counter()))
+            self.intervals.append((started, time.perf_counter()))
 
 
 class TimedStore:
@@ -132,7 +130,11 @@ def documents(count: int, seed: int = 11) -> Iterator[PendingDocument]:
             metadata={"p1": i % 100, "p10": i % 10},
             key=f"bench-{i}",
         )
-        yield PendingDocument(f"doc {i}", lambda doc=doc: doc)
+        yield PendingDocument(f"doc {i}", _given(doc))
+
+
+def _given(doc: DocumentInput) -> Callable[[], DocumentInput]:
+    return lambda: doc
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:

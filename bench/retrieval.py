@@ -1,21 +1,25 @@
 """Ingestion and retrieval at 100k chunks x 384 dimensions: targets I1, R1 and R2 of TARGETS.md.
 
 One run ingests a synthetic corpus (bench/corpus.py) through the real pipeline
-(`DocumentService.ingest_many`: chunking, batched embedding, COPY BINARY, the bulk-load index
-build), then times the real search path (`DocumentStore.search`, vector half) for fresh queries
-unfiltered and with metadata filters selecting 1% and 10% of the tenant's chunks. Recall@10 is
-measured against an exact scan of the same rows in the same database (index scans disabled).
+(`DocumentService.ingest_many`: chunking, batched embedding, COPY BINARY, the bulk load's index
+build), times the real search path (`DocumentStore.search`, vector half) for fresh queries
+unfiltered and with metadata filters selecting 1% and 10% of the tenant's chunks, then adds
+`--add` documents to the live index. Recall@10 is measured against an exact scan of the same
+rows in the same database (index scans disabled).
 
-    .venv/bin/python -m bench.retrieval [--documents 10000] [--queries 200]
-        [--in-process | --embed-url URL [--embed-model NAME]]
+    .venv/bin/python -m bench.retrieval [--documents 10000] [--queries 200] [--add 500]
+        [--in-process | --embed-url URL [--embed-model NAME]] [--add-in-process] [--probe 320]
 
 The default embedder is a stand-in (seeded vectors computed in a worker process, as a model
-server would), far faster than any real model: the measured database share is then the share
-with embedding (almost) excluded, a worst case, and the table also projects it at the in-process
-MiniLM's rate. With --in-process (the appliance's default embedder on the bundled registry) or
---embed-url (an engine), the real model is timed instead and the share is measured, not
-projected; use a small --documents (at ~60 texts/s, 100k chunks take ~30 min). The search
-figures are only meaningful with the stand-in, whose vectors have the corpus' structure.
+server would), far faster than any real model: the database's share is then measured with
+embedding (almost) excluded. The run first probes the appliance's default embedder (in-process
+ONNX MiniLM int8) on passages of ingestion's chunk size, and projects the share to that rate
+with the pipeline's own rule for when the index is built (bench/ingest_share.py). With
+--in-process (that embedder) or --embed-url (an engine) the real model embeds the load and the
+share is measured, not projected (at ~100 texts/s, 100k chunks take ~17 min); --add-in-process
+does the same for the documents added to the live index only. The search figures are only
+meaningful with the stand-in, whose vectors have the corpus' structure. Load averages are
+printed with each phase: on a shared machine, compare figures of the same run.
 Uses GARRISON_DATABASE_URL when set (the database must be disposable), else a throwaway
 embedded Postgres.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -47,9 +52,8 @@ from bench.corpus import (
     TimedEmbedder,
     TimedStore,
     documents,
-    exclusive_seconds,
-    union_seconds,
 )
+from bench.ingest_share import Phase, Probe, Projection, probe, project_add, project_load
 from datastore.embedded import EmbeddedPostgres
 from datastore.repos.search import SearchRepository
 from datastore.repos.search_plan import PlannerCosts
@@ -64,8 +68,6 @@ from serving.engine.settings import EngineSettings
 from serving.settings import ServingSettings
 
 K = 10
-EMBED_TEXTS_PER_S = 60.0
-"""The in-process embedder's rate on 2 cores (bench/embedders.py), for projections."""
 SCENARIOS: list[tuple[str, dict[str, Any]]] = [
     ("unfiltered (tenant only)", {}),
     ("filtered, 10% selectivity", {"p10": 3}),
@@ -75,49 +77,72 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
 
 async def ingest(args: argparse.Namespace, db_url: str, space: MixtureSpace) -> dict[str, Any]:
     store = await open_datastore(db_url, DatabaseSettings(database_url=db_url), upgrade=True)
-    db: dict[str, list[tuple[float, float]]] = {}
-    embed: list[tuple[float, float]] = []
+    local = _in_process() if args.in_process or args.add_in_process or args.probe else None
+    stand_in: StandInEmbedder | None = None
     real = None
-    if args.embed_url:
-        real = embed_client(ServingSettings(embed_url=args.embed_url, embed_model=args.embed_model))
-        embedder: Any = TimedEmbedder(real, embed)
-    elif args.in_process:
-        embedder = TimedEmbedder(_in_process(), embed)
-    else:
-        embedder = StandInEmbedder(embed)
+    found: dict[str, Any] = {"load_avg": [_load_avg("start")]}
     try:
+        if local is not None and args.probe:
+            found["probe"] = await probe(local, args.probe, AgentSettings().ingest_group_chunks)
+            found["load_avg"].append(_load_avg("after the probe"))
+        if args.embed_url:
+            real = embed_client(
+                ServingSettings(embed_url=args.embed_url, embed_model=args.embed_model)
+            )
         tenant = await store.tenants.create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
-        service = DocumentService(TimedStore(store.documents, db), embedder, AgentSettings())
-        started = time.perf_counter()
-        outcomes = await service.ingest_many(
-            tenant.id,
-            documents(args.documents),
-            expected_chunks=args.documents * SECTIONS,
+
+        def embedder(use_local: bool, intervals: list[tuple[float, float]]) -> Any:
+            nonlocal stand_in
+            if real is not None:
+                return TimedEmbedder(real, intervals)
+            if use_local:
+                return TimedEmbedder(local, intervals)
+            stand_in = stand_in or StandInEmbedder()
+            return TimedEmbedder(stand_in, intervals)
+
+        found["load"] = await _phase(
+            store, tenant.id, embedder(args.in_process, []), documents(args.documents)
         )
-        wall = time.perf_counter() - started
-        chunks = sum(o.document.chunk_count for o in outcomes if o.document is not None)
-        failed = [o for o in outcomes if o.status == "failed"]
-        if failed:
-            raise SystemExit(f"{len(failed)} documents failed, e.g. {failed[0].reason}")
-        search = await search_all(args, store, tenant.id, space, db_url)
+        found["load_avg"].append(_load_avg("after the load"))
+        found["search"] = await search_all(args, store, tenant.id, space, db_url)
+        found["load_avg"].append(_load_avg("after the searches"))
+        if args.add:
+            added = itertools.islice(documents(args.documents + args.add), args.documents, None)
+            found["add"] = await _phase(
+                store, tenant.id, embedder(args.add_in_process, []), added, bulk=False
+            )
+            found["load_avg"].append(_load_avg("after the additions"))
     finally:
         if real is not None:
             await real.aclose()
-        elif not args.in_process:
-            embedder.close()
+        if stand_in is not None:
+            stand_in.close()
         await store.close()
-    all_db = [i for spans in db.values() for i in spans]
-    return {
-        "wall": wall,
-        "chunks": chunks,
-        "docs": len(outcomes),
-        "embed": union_seconds(embed),
-        "db": union_seconds(all_db),
-        "db_exclusive": exclusive_seconds(all_db, embed),
-        "index": union_seconds(db.get("build_vector_index", [])),
-        "writes": union_seconds(db.get("write_documents", [])),
-        "search": search,
-    }
+    return found
+
+
+async def _phase(
+    store: Any, tenant_id: uuid.UUID, embedder: Any, items: Any, *, bulk: bool = True
+) -> tuple[Phase, int]:
+    """One `ingest_many` over `items`, timed; (summary, documents)."""
+    db: dict[str, list[tuple[float, float]]] = {}
+    service = DocumentService(TimedStore(store.documents, db), embedder, AgentSettings())
+    items = list(items)
+    started = time.perf_counter()
+    outcomes = await service.ingest_many(
+        tenant_id, items, expected_chunks=len(items) * SECTIONS if bulk else 0
+    )
+    wall = time.perf_counter() - started
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} documents failed, e.g. {failed[0].reason}")
+    chunks = sum(o.document.chunk_count for o in outcomes if o.document is not None)
+    return Phase.of(chunks, wall, embedder.intervals, db), len(outcomes)
+
+
+def _load_avg(when: str) -> str:
+    one, five, _ = os.getloadavg()
+    return f"{when}: {one:.2f} (5 min {five:.2f})"
 
 
 def _in_process() -> LocalEmbedder:
@@ -143,7 +168,7 @@ async def search_all(
     rows = []
     for name, metadata in SCENARIOS:
         scope = SearchFilter(metadata=metadata)
-        runs = [(name, store.documents, None)]
+        runs: list[tuple[str, Any, str | None]] = [(name, store.documents, None)]
         if metadata:  # what the planner chose between, for calibrating its costs
             runs += [(f"  {how} forced", repo, None) for how, repo in forced.items()]
         else:
@@ -205,37 +230,34 @@ def _exact(conn: Any, tenant_id: uuid.UUID, q: list[float], metadata: dict[str, 
 
 
 def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
-    per_chunk_db = r["db"] / r["chunks"]
-    real = bool(args.embed_url or args.in_process)
-    embedder = args.embed_url or ("in-process ONNX MiniLM int8" if args.in_process else None)
-    print(f"\ningestion: {r['docs']} documents, {r['chunks']} chunks, embedder: ", end="")
-    print(embedder or "stand-in (worker process; embedding costs next to nothing)")
-    print(f"{'measure':<58}{'value':>14}")
-    lines = [
-        ("wall time (s)", f"{r['wall']:.1f}"),
-        ("throughput (chunks/s)", f"{r['chunks'] / r['wall']:.0f}"),
-        ("embedding (s)", f"{r['embed']:.1f}"),
-        ("database, all calls (s)", f"{r['db']:.1f}"),
-        ("  of which writes: upserts, COPY, commits (s)", f"{r['writes']:.1f}"),
-        ("  of which HNSW index build after the bulk load (s)", f"{r['index']:.1f}"),
-        ("database time per 1k chunks (s)", f"{per_chunk_db * 1000:.2f}"),
-        ("database share of wall time (busy)", f"{r['db'] / r['wall']:.2%}"),
-        ("  not overlapped by embedding (critical path)", f"{r['db_exclusive'] / r['wall']:.2%}"),
-    ]
-    if not real:
-        # Embedding time excluded by the stand-in; what the shares become at a real model's pace.
-        embed_s = r["chunks"] / EMBED_TEXTS_PER_S
-        exposed = r["db"] - r["writes"]
-        lines += [
-            (f"at {EMBED_TEXTS_PER_S:.0f} texts/s (in-process MiniLM int8), projected:", ""),
-            ("  database busy, share of wall time", f"{r['db'] / (r['db'] + embed_s):.2%}"),
-            (
-                "  database on the critical path (writes overlapped)",
-                f"{exposed / (exposed + embed_s):.2%}",
-            ),
-        ]
-    for name, value in lines:
-        print(f"{name:<58}{value:>14}")
+    group = AgentSettings().ingest_group_chunks
+    found_probe: Probe | None = r.get("probe")
+    if found_probe is not None:
+        print(
+            f"\nin-process ONNX MiniLM int8 alone: {found_probe.prose:.1f} texts/s on ~190-token"
+            f" passages, {found_probe.corpus:.1f} on this corpus' chunks ({args.probe} each)"
+        )
+    load, docs = r["load"]
+    _phase_table(
+        f"fresh bulk load: {docs} documents, {load.chunks} chunks, embedder: "
+        + _embedder_name(args, args.in_process),
+        load,
+        found_probe.corpus if found_probe and args.in_process else None,
+    )
+    if "add" in r:
+        add, add_docs = r["add"]
+        _phase_table(
+            f"added to the live {load.chunks}-chunk index: {add_docs} documents, {add.chunks}"
+            " chunks, embedder: " + _embedder_name(args, args.add_in_process),
+            add,
+            found_probe.corpus if found_probe and args.add_in_process else None,
+        )
+        if found_probe is not None and not (args.in_process or args.embed_url):
+            live = add.writes / add.chunks
+            print(f"\nprojected at {found_probe.prose:.1f} texts/s (the probe, ~190-token chunks):")
+            _projection("fresh bulk load", project_load(load, live, found_probe.prose, group))
+            if not args.add_in_process:
+                _projection("added to the live index", project_add(add, found_probe.prose, group))
     print(f"\nretrieval: top-{K}, {args.queries} queries, recall vs exact scan of the same rows")
     print(f"{'scenario':<28}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'short':>7}  plan")
     for row in r["search"]:
@@ -246,6 +268,48 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             f"{row['short']:>7}  {plans}"
         )
     print("(short: queries answered with fewer than k rows)")
+    print("load average " + "; ".join(r["load_avg"]))
+
+
+def _embedder_name(args: argparse.Namespace, real: bool) -> str:
+    if args.embed_url:
+        return str(args.embed_url)
+    if real:
+        return "in-process ONNX MiniLM int8"
+    return "stand-in (worker process; embedding costs next to nothing)"
+
+
+def _phase_table(title: str, p: Phase, alone_rate: float | None) -> None:
+    print(f"\n{title}\n{'measure':<58}{'value':>14}")
+    lines = [
+        ("wall time (s)", f"{p.wall:.1f}"),
+        ("throughput (chunks/s)", f"{p.chunks / p.wall:.0f}"),
+        ("embedding (s)", f"{p.embed:.1f}"),
+        ("database, all calls (s)", f"{p.db:.1f}"),
+        ("  of which writes: upserts, COPY, commits (s)", f"{p.writes:.1f}"),
+        ("  of which HNSW index build (s)", f"{p.index:.1f}"),
+        ("    not overlapped by embedding (s)", f"{p.index_exposed:.1f}"),
+        ("database time per 1k chunks (s)", f"{p.db / p.chunks * 1000:.2f}"),
+        ("database share of wall time (busy)", f"{p.db / p.wall:.2%}"),
+        ("  not overlapped by embedding (critical path)", f"{p.db_exposed / p.wall:.2%}"),
+    ]
+    if alone_rate is not None:
+        # Contention included: how much longer the load took than embedding its chunks alone.
+        alone = p.chunks / alone_rate
+        lines.append((f"wall over embedding alone ({alone:.0f} s at the probe's rate)", ""))
+        lines.append(
+            ("  (database, pipeline and shared cores)", f"{(p.wall - alone) / p.wall:+.2%}")
+        )
+    for name, value in lines:
+        print(f"{name:<58}{value:>14}")
+
+
+def _projection(title: str, p: Projection) -> None:
+    when = "after the load" if p.build_at is None else f"concurrently from row {p.build_at:,}"
+    index = f", index built {when}" if title.startswith("fresh") else ""
+    print(f"  {title}{index}: wall {p.wall:.0f} s")
+    print(f"    {'database busy, share of wall time':<54}{p.busy / p.wall:>14.2%}")
+    print(f"    {'database on the critical path':<54}{p.exposed / p.wall:>14.2%}")
 
 
 def main() -> None:
@@ -258,6 +322,15 @@ def main() -> None:
         "--in-process",
         action="store_true",
         help="embed with the in-process ONNX MiniLM (the default on the bundled registry)",
+    )
+    parser.add_argument("--add", type=int, default=500, help="documents added to the live index")
+    parser.add_argument(
+        "--add-in-process",
+        action="store_true",
+        help="embed only the documents added to the live index with the in-process MiniLM",
+    )
+    parser.add_argument(
+        "--probe", type=int, default=320, help="texts to probe the in-process embedder on; 0: no"
     )
     args = parser.parse_args()
     embedded = None

@@ -7,11 +7,16 @@ through the serving layer's embed role; the group is committed in one transactio
 group is being embedded, so the database works in the embedder's shadow. A document that cannot
 be read or is invalid becomes a `failed` outcome with its reason and the rest go on; a failing
 model or database aborts the run, since every later document would fail the same way.
+
+A bulk load drops the vector index first and has it built again before it returns: after the
+last group, or, when embedding is the slower side, concurrently while the last groups are still
+being embedded (`index_timing` decides from the rates the run measures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,7 +26,10 @@ from agent.domain import Document, NewDocument, WriteStatus
 from agent.errors import CallerError, Conflict
 from agent.ports import DocumentStore, Embedder
 from agent.services.document_input import DocumentInput, PreparedDocument, prepare
+from agent.services.index_timing import LoadRates, start_build_now
 from agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
 
 MAX_GROUP_DOCUMENTS = 500
 FAILED = "failed"
@@ -74,10 +82,10 @@ class Ingestor:
         expected_chunks: int = 0,
         progress: Progress | None = None,
     ) -> list[IngestOutcome]:
-        run = _Run(self, tenant_id, progress)
         bulk = expected_chunks >= self._settings.bulk_load_min_chunks and (
             expected_chunks > await self._store.count_chunks()
         )
+        run = _Run(self, tenant_id, progress, expected_chunks if bulk else None)
         if bulk:
             await self._store.drop_vector_index()
         try:
@@ -85,14 +93,20 @@ class Ingestor:
         finally:
             if bulk:
                 # Also after a failure: searches must not be left without their index.
-                await self._store.build_vector_index()
+                await run.finish_index()
         return [outcome for _, outcome in sorted(run.outcomes, key=lambda pair: pair[0])]
 
 
 class _Run:
     """One pipeline run: its groups, the write in flight, and the outcomes in input order."""
 
-    def __init__(self, owner: Ingestor, tenant_id: uuid.UUID, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        owner: Ingestor,
+        tenant_id: uuid.UUID,
+        progress: Progress | None,
+        bulk_chunks: int | None,
+    ) -> None:
         self._store = owner._store
         self._embedder = owner._embedder
         self._settings = owner._settings
@@ -101,6 +115,15 @@ class _Run:
         self._started = time.perf_counter()
         self._writing: asyncio.Task[None] | None = None
         self._chunks_done = 0
+        self._bulk_chunks = bulk_chunks
+        """The chunks a bulk load expects (its index was dropped); None when not a bulk load."""
+        self._building: asyncio.Task[bool] | None = None
+        self._planned_rows = 0
+        self._embed_calls = 0
+        self._embedded = 0
+        self._embed_s = 0.0
+        self._written = 0
+        self._write_s = 0.0
         self.outcomes: list[tuple[int, IngestOutcome]] = []
         """(input position, outcome), in the order they were decided."""
 
@@ -137,6 +160,28 @@ class _Run:
         planned = await self._plan([p for _, p in group])
         await self._await_write()
         self._writing = asyncio.create_task(self._write(group, planned))
+        self._maybe_start_index()
+
+    def _maybe_start_index(self) -> None:
+        if self._bulk_chunks is None or self._building is not None:
+            return
+        rates = LoadRates(self._embedded, self._embed_s, self._written, self._write_s)
+        rows, group = self._planned_rows, self._settings.ingest_group_chunks
+        if start_build_now(rates, rows, self._bulk_chunks - rows, group):
+            # Writers go on during a concurrent build; the rows they add join the graph.
+            self._building = asyncio.create_task(self._store.build_vector_index(concurrently=True))
+
+    async def finish_index(self) -> None:
+        """Have the vector index of a bulk load built: wait for the concurrent build started
+        during the load, or build it now. A concurrent build that failed is done again here."""
+        if self._building is not None:
+            building, self._building = self._building, None
+            try:
+                await building
+                return
+            except Exception as exc:  # the blocking build below raises what is really wrong
+                log.warning("the concurrent vector index build failed (%s); building it again", exc)
+        await self._store.build_vector_index()
 
     async def _await_write(self) -> None:
         if self._writing is not None:
@@ -148,7 +193,13 @@ class _Run:
         stored = await self._store.find_documents(self._tenant_id, [p.key for p in group])
         changed = [p for p in group if p.content_changed(stored.get(p.key))]
         texts = [text for p in changed for text in p.embedding_inputs()]
+        started = time.perf_counter()
         vectors = iter((await self._embedder.embed(texts)).vectors if texts else [])
+        if self._embed_calls:  # the first call may have loaded the model: not the rate
+            self._embed_s += time.perf_counter() - started
+            self._embedded += len(texts)
+        self._embed_calls += bool(texts)
+        self._planned_rows += len(texts)
         planned = []
         for p in group:
             current = stored.get(p.key)
@@ -162,10 +213,14 @@ class _Run:
         return planned
 
     async def _write(self, group: list[_Entry], planned: list[_Planned]) -> None:
+        started = time.perf_counter()
         try:
             writes = await self._store.write_documents(
                 self._tenant_id, [p.write for p in planned if p.write is not None]
             )
+            if self._building is None:  # the write rate without the index, for index_timing
+                self._write_s += time.perf_counter() - started
+                self._written += sum(len(p.write.chunks or ()) for p in planned if p.write)
         except Conflict:
             # A concurrent writer replaced one of these meanwhile: once more, from fresh state.
             planned = await self._plan([p for _, p in group])

@@ -2,14 +2,17 @@
 
 Writes go through `datastore.repos.document_writes` (COPY BINARY, one commit per batch) and
 search through `datastore.repos.search`; this class is the `DocumentStore` that composes them.
-The vector index can be dropped before a bulk load and built once after it: building an HNSW
-graph over every row at the end is several times faster than inserting rows into it one by one.
+The vector index can be dropped before a bulk load and built once over its rows: building an
+HNSW graph over every row at once is several times faster than inserting rows into it one by one
+(when the build starts is `agent.services.index_timing`'s rule). Builds use pgvector's parallel
+build (the server's `max_parallel_maintenance_workers`, 2 by default) and BUILD_MEMORY.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, select, text
@@ -154,7 +157,7 @@ class DocumentRepository:
     async def drop_vector_index(self) -> bool:
         async with translated(), self._engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INDEX_LOCK_KEY})
-            existed = await _index_exists(conn)
+            existed = await _index_state(conn) is _IndexState.VALID
             await conn.execute(text(f"DROP INDEX IF EXISTS {HNSW_INDEX}"))
         return existed
 
@@ -163,7 +166,10 @@ class DocumentRepository:
             # In one transaction: writers wait for the build, readers carry on (exact scans).
             async with translated(), self._engine.begin() as conn:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INDEX_LOCK_KEY})
-                missing = not await _index_exists(conn)
+                state = await _index_state(conn)
+                if state is _IndexState.INVALID:  # left by a concurrent build that failed
+                    await conn.execute(text(f"DROP INDEX {HNSW_INDEX}"))
+                missing = state is not _IndexState.VALID
                 await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
                 await conn.execute(text(_CREATE_INDEX.format(concurrently="")))
                 await conn.execute(text("ANALYZE chunks"))
@@ -173,7 +179,10 @@ class DocumentRepository:
         # CONCURRENTLY cannot run in a transaction block; it builds without blocking writers.
         async with translated(), self._engine.connect() as base:
             conn = await base.execution_options(isolation_level="AUTOCOMMIT")
-            missing = not await _index_exists(conn)
+            state = await _index_state(conn)
+            if state is _IndexState.INVALID:
+                await conn.execute(text(f"DROP INDEX CONCURRENTLY {HNSW_INDEX}"))
+            missing = state is not _IndexState.VALID
             await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
             try:
                 if missing:
@@ -188,8 +197,22 @@ class DocumentRepository:
         return missing
 
 
-async def _index_exists(conn: Any) -> bool:
+class _IndexState(Enum):
+    MISSING = "missing"
+    VALID = "valid"
+    INVALID = "invalid"
+    """Left behind by a concurrent build that failed: writers maintain it, searches ignore it."""
+
+
+async def _index_state(conn: Any) -> _IndexState:
     found = await conn.execute(
-        text("SELECT 1 FROM pg_indexes WHERE indexname = :name"), {"name": HNSW_INDEX}
+        text(
+            # Resolved by the search path, as the CREATE and DROP statements resolve it.
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"
+        ),
+        {"name": HNSW_INDEX},
     )
-    return found.first() is not None
+    row = found.first()
+    if row is None:
+        return _IndexState.MISSING
+    return _IndexState.VALID if row[0] else _IndexState.INVALID
