@@ -357,6 +357,14 @@ def test_migration_keeps_steps_audited_twice_before_it(pg_cluster: PgCluster) ->
                 ).fetchall()
             )
             assert counts == {"r:1": 2, "r:2": 1, "r:3": 1}
+        migrate.downgrade(url, "0009")
+        with psycopg.connect(url) as conn:
+            gone = conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE indexname IN"
+                " ('uq_audit_log_step', 'ix_steps_governed')"
+            ).fetchone()
+            assert gone == (0,)
+        assert migrate.upgrade(url).up_to_date
     finally:
         drop_database(pg_cluster, name)
 
