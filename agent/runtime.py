@@ -23,6 +23,7 @@ from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.egress import EgressPolicy
 from agent.outbox.service import OutboxService
 from agent.outbox.settings import OutboxSettings
+from agent.policy.audit_sweep import SWEEP_INTERVAL_S, AuditSweep
 from agent.policy.gate import Governance
 from agent.policy.service import PolicyService
 from agent.policy.settings import GovernanceSettings
@@ -39,6 +40,7 @@ from agent.settings import AgentSettings, ApiSettings
 from agent.tools import build_tools
 from agent.worker import Sweep, Worker
 from datastore.errors import DatastoreError
+from datastore.repos.audit_sweep import StepAuditRepository
 from datastore.schema import EMBEDDING_DIM
 from datastore.settings import DatabaseSettings
 from datastore.store import Datastore, open_datastore
@@ -98,6 +100,8 @@ class Services:
     approvals: ApprovalService = field(init=False)
     governance: Governance = field(init=False)
     """Policies and approvals as the run loop sees them."""
+    audit_sweep: AuditSweep = field(init=False)
+    """Appends the audit entries of governed steps that a crash lost (workers run it)."""
     budgets: BudgetService = field(init=False)
     budget_rules: BudgetDirectory = field(init=False)
     """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
@@ -128,6 +132,7 @@ class Services:
             EgressPolicy(self.settings.outbox.http_allow_hosts),
         )
         self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
+        self.audit_sweep = AuditSweep(StepAuditRepository(s.engine), s.audit)
         self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
         self.budgets = BudgetService(
             s.budgets, tenants=s.tenants, keys=s.keys, agents=s.agents, directory=self.budget_rules
@@ -146,8 +151,16 @@ class Services:
         )
 
     def worker(self, worker_id: str | None = None) -> Worker:
-        sweep = Sweep(self.approvals.sweep, self.settings.governance.approval_sweep_s)
-        return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id, sweep)
+        sweeps = (
+            Sweep(self.approvals.sweep, self.settings.governance.approval_sweep_s),
+            Sweep(
+                self.audit_sweep.sweep,
+                SWEEP_INTERVAL_S,
+                "audit",
+                "appended %d audit entries lost after their steps committed",
+            ),
+        )
+        return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id, sweeps)
 
     def dispatcher(self, dispatcher_id: str | None = None) -> Dispatcher:
         """Delivers the outbox's side effects; runs beside the worker in `up` and `worker`."""

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from agent.domain import Run, RunStatus
@@ -38,6 +38,9 @@ class Sweep:
     run: Callable[[], Awaitable[int]]
     """Does the work; returns how many things it closed."""
     interval_s: float
+    name: str = "approval"
+    done: str = "closed %d expired or orphaned approval(s)"
+    """The log line when it did something, with the count."""
 
 
 def new_worker_id() -> str:
@@ -51,7 +54,7 @@ class Worker:
         loop: RunLoop,
         settings: AgentSettings,
         worker_id: str | None = None,
-        sweep: Sweep | None = None,
+        sweeps: Sequence[Sweep] = (),
     ) -> None:
         self._runs = runs
         self._loop = loop
@@ -59,8 +62,8 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self._stop = asyncio.Event()
         self.completed = 0
-        self._sweep = sweep
-        self._next_sweep = 0.0
+        self._sweeps = tuple(sweeps)
+        self._next_sweep = [0.0] * len(self._sweeps)
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,18 +117,20 @@ class Worker:
         return run
 
     async def _maintain(self) -> None:
-        """Housekeeping due before a claim, at most every `sweep.interval_s`: expired
-        approvals end their runs (one indexed query when there is nothing to do)."""
-        if self._sweep is None or time.monotonic() < self._next_sweep:
-            return
-        self._next_sweep = time.monotonic() + self._sweep.interval_s
-        try:
-            closed = await self._sweep.run()
-        except Exception as exc:  # the database being down must not kill the worker
-            log.warning("worker %s: the approval sweep failed: %s", self.worker_id, exc)
-            return
-        if closed:
-            log.info("worker %s closed %d expired or orphaned approval(s)", self.worker_id, closed)
+        """Housekeeping due before a claim, each sweep at most every `interval_s`: expired
+        approvals end their runs, lost audit entries are appended (each one indexed query
+        when there is nothing to do)."""
+        for i, sweep in enumerate(self._sweeps):
+            if time.monotonic() < self._next_sweep[i]:
+                continue
+            self._next_sweep[i] = time.monotonic() + sweep.interval_s
+            try:
+                done = await sweep.run()
+            except Exception as exc:  # the database being down must not kill the worker
+                log.warning("worker %s: the %s sweep failed: %s", self.worker_id, sweep.name, exc)
+                continue
+            if done:
+                log.info("worker %s %s", self.worker_id, sweep.done % done)
 
     async def _drive(self, run: Run) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(run))

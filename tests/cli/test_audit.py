@@ -58,7 +58,13 @@ def test_verify_reports_an_intact_chain_and_its_head(cli: Cli, database_url: str
 
 def test_verify_of_an_empty_log(cli: Cli) -> None:
     assert "the audit log is empty" in cli.ok("audit", "verify").stdout
-    assert cli.json("audit", "verify") == {"ok": True, "checked": 0, "head": None, "broken": None}
+    assert cli.json("audit", "verify") == {
+        "ok": True,
+        "checked": 0,
+        "head": None,
+        "broken": None,
+        "missing": {"code": "audit_entry_missing", "count": 0, "overdue": 0, "first": []},
+    }
 
 
 def test_verify_names_an_edited_entry_and_exits_1(cli: Cli, database_url: str) -> None:
