@@ -507,7 +507,7 @@ class RunLoop:
         return [Passage.from_hit(h) for h in found.result.hits], found.prompt_tokens, None
 
     async def _admitted_chat(
-        self, model: ChatModel, conversation: list[Message], schema: JSON
+        self, model: ChatModel, conversation: list[Message], schema: JSON, max_tokens: int
     ) -> ChatResult:
         """A chat call that waits while every deployment is at its in-flight cap.
 
@@ -520,7 +520,7 @@ class RunLoop:
                 return await model.chat(
                     conversation,
                     json_schema=schema,
-                    max_tokens=self._settings.decision_max_tokens,
+                    max_tokens=max_tokens,
                 )
             except ModelOverloaded as exc:
                 if time.monotonic() + exc.retry_after_s > deadline:
@@ -548,13 +548,17 @@ class RunLoop:
             model = self._models.pinned_chat_model(agent.model_role, pinned)
         parallel = agent.parallel_calls
         schema = action_schema(list(tools.values()), parallel)
+        # Each call's strings are bounded to fit one decision's tokens (`agent.decision`), so
+        # N calls at once may need N times that; budgets reserve what the call may spend.
+        max_tokens = self._settings.decision_max_tokens * parallel
         conversation = list(messages)
         for _ in range(self._settings.max_decision_attempts):
             try:
                 # Reserved on the run's budgets before the call, settled with its usage after.
                 spent = draft.prompt_tokens + draft.completion_tokens
-                async with budget.model_call(conversation, spent, not draft.attempts) as meter:
-                    answer = await self._admitted_chat(model, conversation, schema)
+                first = not draft.attempts
+                async with budget.model_call(conversation, spent, first, max_tokens) as meter:
+                    answer = await self._admitted_chat(model, conversation, schema, max_tokens)
                     meter.charge(answer.usage.total_tokens)
             except ModelOutputError as exc:
                 draft.attempts.append(

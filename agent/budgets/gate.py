@@ -212,19 +212,25 @@ class RunBudget:
 
     @asynccontextmanager
     async def model_call(
-        self, messages: Sequence[Message], step_tokens: int, first_of_step: bool
+        self,
+        messages: Sequence[Message],
+        step_tokens: int,
+        first_of_step: bool,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[CallMeter]:
         """Reserve the call's worst case, run the body (bounded by the run's remaining wall
         time), then settle the reservation with what the body reported on the meter.
 
         `step_tokens` are the tokens the current step spent so far (earlier attempts, the task's
-        embedding); `first_of_step` counts the step against daily step limits.
+        embedding); `first_of_step` counts the step against daily step limits; `max_tokens` is
+        the call's completion bound when it is not the configured decision bound.
         """
         meter = CallMeter()
         if not self.active:
             yield meter
             return
-        need = estimate_prompt_tokens(messages, self._bytes_per_token) + self._max_tokens
+        completion = self._max_tokens if max_tokens is None else max_tokens
+        need = estimate_prompt_tokens(messages, self._bytes_per_token) + completion
         tokens = self._per_run.get(Dimension.TOKENS)
         if tokens is not None and self._tokens + step_tokens + need > tokens.limit:
             raise BudgetExhausted(

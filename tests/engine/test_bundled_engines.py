@@ -5,6 +5,7 @@ supervisor. Order matters only for the last test, which kills an engine (and res
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from agent.context import system_prompt, task_message
-from agent.decision import action_schema, parse_action
+from agent.decision import action_schema, parse_action, parse_decision
 from agent.domain import AgentDefinition
 from agent.outbox.settings import OutboxSettings
 from agent.settings import AgentSettings
@@ -84,6 +85,27 @@ async def test_the_chat_engine_answers_a_schema_valid_decision(engines: Engines)
     MEASURED["first decision latency (ms, cold)"] = round(result.latency_ms)
     MEASURED["second decision latency (ms)"] = round(warm.latency_ms)
     MEASURED["decision"] = result.content.replace("\n", " ")[:200]
+
+
+async def test_the_chat_engine_answers_within_the_parallel_calls_schema(engines: Engines) -> None:
+    # An agent allowed three calls per decision: the schema offers {"calls": [...]} besides one
+    # call, and the loop allows three decisions' worth of tokens for it.
+    agent = dataclasses.replace(AGENT, parallel_calls=3)
+    messages = [
+        {"role": "system", "content": system_prompt(agent, TOOLS)},
+        {"role": "user", "content": task_message("Compare the refund and travel policies.", [])},
+    ]
+    max_tokens = AgentSettings().decision_max_tokens * 3
+    async with OpenAICompatibleClient(
+        engines.url(engines.gemma), model=engines.gemma.served_name, timeout_s=120
+    ) as client:
+        answer = await client.chat(
+            messages, json_schema=action_schema(TOOLS, 3), max_tokens=max_tokens
+        )
+    actions = parse_decision(answer.content, BY_NAME, 3)
+    assert 1 <= len(actions) <= 3
+    assert answer.finish_reason == "stop"
+    MEASURED["parallel-calls decision"] = answer.content.replace("\n", " ")[:200]
 
 
 def test_the_imported_tokenizer_renders_our_chat_template(engines: Engines) -> None:
