@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.services.document_input import prepare
 from agent.services.index_timing import LoadRates, start_build_now
+from agent.services.ingest import TAIL_CHUNKS
 from agent.settings import AgentSettings
 from bench.corpus import documents, exclusive_seconds, prose_chunks, union_seconds
 
@@ -77,7 +78,7 @@ async def probe(embedder: Any, texts: int, group: int) -> Probe:
     corpus: list[str] = []
     for pending in documents(texts // 10 + 1, seed=12345):
         corpus += prepare(pending.label, pending.load(), settings).embedding_inputs()
-    await embedder.embed(prose_chunks(8, seed=1))
+    await embedder.embed(prose_chunks(group, seed=1))  # loads the model, warms its arenas
     prose, corpus = prose_chunks(texts), corpus[:texts]
     # Two rounds, taking turns, so that a burst of load on a shared machine hits both alike.
     half = texts // 2
@@ -106,7 +107,12 @@ class Projection:
 
 
 def project_load(load: Phase, live_write_per_row: float, rate: float, group: int) -> Projection:
-    """A fresh load of `load.chunks` rows at `rate` texts/s, with the stand-in run's costs."""
+    """A fresh load of `load.chunks` rows at `rate` texts/s, with the stand-in run's costs.
+
+    On the critical path: the lookups of stored versions before each group's embedding, the
+    commit of the last (smallest) part after the last embedding, and whatever part of the index
+    build and the row-by-row inserts after it does not fit in the embedding left when it starts.
+    """
     n_total = load.chunks
     write = load.writes / n_total
     build_at = None
@@ -115,24 +121,26 @@ def project_load(load: Phase, live_write_per_row: float, rate: float, group: int
         if start_build_now(rates, n, n_total - n, group):
             build_at = n
             break
-    last_write = live_write_per_row * group
+    lookups = max(0.0, load.db - load.writes - load.index)
     if build_at is None:
-        busy = load.writes + load.index
-        exposed = load.index + write * group
+        busy = load.writes + load.index + lookups
+        exposed = lookups + load.index + write * min(TAIL_CHUNKS, n_total)
     else:
         tail = n_total - build_at
         build = load.index * build_at / n_total
         database = build + tail * live_write_per_row
-        busy = build_at * write + database
-        exposed = max(0.0, database - tail / rate) + last_write
+        busy = build_at * write + database + lookups
+        exposed = lookups + max(0.0, database - tail / rate)
+        exposed += live_write_per_row * min(TAIL_CHUNKS, tail)
     wall = n_total / rate + exposed
     return Projection(rate, build_at, wall, busy, exposed)
 
 
-def project_add(add: Phase, rate: float, group: int) -> Projection:
-    """Adding `add.chunks` rows to the live index at `rate` texts/s: each group's write hides
-    behind the next group's embedding; the last one cannot."""
+def project_add(add: Phase, rate: float) -> Projection:
+    """Adding `add.chunks` rows to the live index at `rate` texts/s: each part's commit hides
+    behind the next part's embedding but the last (smallest) one's; the lookups do not hide."""
     per_row = add.writes / add.chunks
-    exposed = per_row * min(group, add.chunks)
+    lookups = max(0.0, add.db - add.writes)
+    exposed = lookups + per_row * min(TAIL_CHUNKS, add.chunks)
     wall = add.chunks / rate + exposed
-    return Projection(rate, None, wall, add.chunks * per_row, exposed)
+    return Projection(rate, None, wall, add.db, exposed)

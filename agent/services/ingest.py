@@ -3,8 +3,11 @@
 Documents stream through in groups of about `ingest_group_chunks` chunks, so memory stays flat
 however large the input. Per group: the stored versions are looked up by key and unchanged
 documents skipped before any model time is spent; the changed ones are embedded in one call
-through the serving layer's embed role; the group is committed in one transaction while the next
-group is being embedded, so the database works in the embedder's shadow. A document that cannot
+through the serving layer's embed role; the group is committed in one transaction. Three groups
+are in flight at once: one being read and chunked, one being embedded, one being committed, so
+the database (and the chunking) work in the embedder's shadow. The last group goes in parts of
+halving size, each committed while the next is embedded, so that what is left to commit after
+the last embedding is small. A document that cannot
 be read or is invalid becomes a `failed` outcome with its reason and the rest go on; a failing
 model or database aborts the run, since every later document would fail the same way.
 
@@ -32,6 +35,8 @@ from agent.settings import AgentSettings
 log = logging.getLogger(__name__)
 
 MAX_GROUP_DOCUMENTS = 500
+TAIL_CHUNKS = 16
+"""The last group is split in halves down to about this many chunks (see `tail_parts`)."""
 FAILED = "failed"
 UNCHANGED = WriteStatus.UNCHANGED.value
 
@@ -114,6 +119,8 @@ class _Run:
         self._progress = progress
         self._started = time.perf_counter()
         self._writing: asyncio.Task[None] | None = None
+        self._planning: tuple[list[_Entry], asyncio.Task[list[_Planned]]] | None = None
+        """The group being looked up and embedded, and that work."""
         self._chunks_done = 0
         self._bulk_chunks = bulk_chunks
         """The chunks a bulk load expects (its index was dropped); None when not a bulk load."""
@@ -145,8 +152,13 @@ class _Run:
                 if size >= self._settings.ingest_group_chunks or len(group) >= MAX_GROUP_DOCUMENTS:
                     await self._flush(group)
                     group, size = [], 0
-            if group:
-                await self._flush(group)
+            for part in tail_parts(group, TAIL_CHUNKS):
+                await self._flush(part)
+            await self._write_planned()
+        except BaseException:
+            # The run is failing: a group still being embedded is not written.
+            await self._abandon_planning()
+            raise
         finally:
             await self._await_write()
 
@@ -157,7 +169,23 @@ class _Run:
             return IngestOutcome(item.label, FAILED, reason=exc.message)
 
     async def _flush(self, group: list[_Entry]) -> None:
-        planned = await self._plan([p for _, p in group])
+        """Have `group` embedded while the next one is read; the one before goes to be written."""
+        await self._write_planned()
+        self._planning = (group, asyncio.create_task(self._plan([p for _, p in group])))
+
+    async def _abandon_planning(self) -> None:
+        if self._planning is not None:
+            (_, planning), self._planning = self._planning, None
+            planning.cancel()
+            # Its own failure, if it had one, is not the one the run reports.
+            await asyncio.gather(planning, return_exceptions=True)
+
+    async def _write_planned(self) -> None:
+        """Wait for the group being embedded, then commit it once the group before it is in."""
+        if self._planning is None:
+            return
+        (group, planning), self._planning = self._planning, None
+        planned = await planning
         await self._await_write()
         self._writing = asyncio.create_task(self._write(group, planned))
         self._maybe_start_index()
@@ -252,6 +280,26 @@ class _Run:
 
 _Entry = tuple[int, PreparedDocument]
 """A prepared document and its position in the input."""
+
+
+def tail_parts(group: list[_Entry], smallest: int) -> list[list[_Entry]]:
+    """The last group as parts of halving size (in chunks, whole documents each), down to about
+    `smallest` chunks or one document: each part is committed while the next is embedded, so
+    only the smallest part's commit comes after the last embedding."""
+    parts: list[list[_Entry]] = []
+    rest = group
+    while rest:
+        total = sum(len(p.chunks) for _, p in rest)
+        if total <= smallest or len(rest) == 1:
+            parts.append(rest)
+            break
+        cut, size = 0, 0
+        while cut < len(rest) - 1 and size < total / 2:
+            size += len(rest[cut][1].chunks)
+            cut += 1
+        parts.append(rest[:cut])
+        rest = rest[cut:]
+    return parts
 
 
 @dataclass(frozen=True, slots=True)

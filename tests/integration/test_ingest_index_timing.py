@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import pytest
 
 from agent.runtime import Services
 from agent.services.document_input import DocumentInput
@@ -17,6 +18,7 @@ from agent.services.documents import DocumentService
 from agent.services.ingest import PendingDocument
 from agent.settings import AgentSettings
 from datastore.schema.documents import HNSW_INDEX
+from serving.errors import ModelUnavailable
 from serving.types import EmbeddingResult
 from tests.conftest import TenantFixture
 
@@ -122,3 +124,35 @@ async def test_an_invalid_index_left_by_a_failed_build_is_replaced(
         assert await documents.build_vector_index(concurrently=concurrently)  # was missing
         assert index_valid(database_url) is True
     assert not await documents.build_vector_index()  # a valid index is left as it is
+
+
+class FailingEmbedder:
+    """Answers `good` calls, then fails as an engine that went down does."""
+
+    def __init__(self, inner: Any, good: int) -> None:
+        self._inner = inner
+        self._good = good
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        if self._good == 0:
+            raise ModelUnavailable("the embedding engine is down")
+        self._good -= 1
+        result: EmbeddingResult = await self._inner.embed(texts)
+        return result
+
+
+async def test_a_model_failing_mid_load_aborts_it_with_its_index_and_earlier_groups_kept(
+    services: Services, acme: TenantFixture, database_url: str
+) -> None:
+    bulk = DocumentService(
+        services.store.documents,
+        FailingEmbedder(services.models.embedder(), good=3),
+        AgentSettings(bulk_load_min_chunks=10, ingest_group_chunks=GROUP),
+    )
+    with pytest.raises(ModelUnavailable):
+        await bulk.ingest_many(acme.tenant.id, notes(), expected_chunks=DOCS)
+    stored = await services.documents.list(acme.tenant.id, limit=DOCS)
+    # Groups embedded before the failure are committed whole (one commit per group), no more.
+    assert len(stored) % GROUP == 0
+    assert 0 < len(stored) <= 3 * GROUP
+    assert index_valid(database_url) is True
