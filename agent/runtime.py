@@ -27,6 +27,7 @@ from agent.policy.audit_sweep import SWEEP_INTERVAL_S, AuditSweep
 from agent.policy.gate import Governance
 from agent.policy.service import PolicyService
 from agent.policy.settings import GovernanceSettings
+from agent.ports import SqlLimits
 from agent.replay import ReplayService
 from agent.services.approvals import ApprovalService
 from agent.services.audit import AuditService
@@ -37,7 +38,7 @@ from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
-from agent.tools import build_tools
+from agent.tools import Tool, build_tools
 from agent.worker import Sweep, Worker
 from datastore.errors import DatastoreError
 from datastore.repos.audit_sweep import StepAuditRepository
@@ -118,7 +119,7 @@ class Services:
             runs=s.runs,
             agents=s.agents,
             documents=s.documents,
-            tools=build_tools(self.settings.outbox, sql=s.sql, records=s.records),
+            tools=self.tools(),
             settings=self.settings.agent,
         )
         self.outbox = OutboxService(s.outbox, s.runs)
@@ -128,7 +129,7 @@ class Services:
         self.approvals = ApprovalService(
             s.approvals,
             s.policies,
-            build_tools(self.settings.outbox, sql=s.sql, records=s.records),
+            self.tools(),
             EgressPolicy(self.settings.outbox.http_allow_hosts),
         )
         self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
@@ -138,6 +139,16 @@ class Services:
             s.budgets, tenants=s.tenants, keys=s.keys, agents=s.agents, directory=self.budget_rules
         )
 
+    def tools(self) -> dict[str, Tool[Any]]:
+        """Every tool, built from this configuration (each caller gets its own instances)."""
+        g = self.settings.governance
+        return build_tools(
+            self.settings.outbox,
+            sql=self.store.sql,
+            records=self.store.records,
+            sql_limits=SqlLimits(g.sql_timeout_s, g.sql_max_rows, g.sql_max_bytes),
+        )
+
     def run_loop(self) -> RunLoop:
         return RunLoop(
             runs=self.store.runs,
@@ -145,7 +156,7 @@ class Services:
             documents=self.store.documents,
             models=self.models,
             governance=self.governance,
-            tools=build_tools(self.settings.outbox, sql=self.store.sql, records=self.store.records),
+            tools=self.tools(),
             settings=self.settings.agent,
             budgets=self.budget_rules,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.outbox.settings import OutboxSettings
-from agent.ports import RecordStore, TenantSql
+from agent.ports import RecordStore, SqlLimits, TenantSql
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.finish import Finish
 from agent.tools.http_request import HttpRequest
@@ -40,9 +40,11 @@ def build_tools(
     *,
     sql: TenantSql | None = None,
     records: RecordStore | None = None,
+    sql_limits: SqlLimits | None = None,
 ) -> dict[str, Tool[Any]]:
     """Tools that need a store are built only when it is given (the runtime always gives it;
-    pure unit tests of the decision layer do not need them)."""
+    pure unit tests of the decision layer do not need them). `sql_limits` caps `sql_query`
+    (its defaults when None)."""
     tools: list[Tool[Any]] = [
         SearchDocuments(),
         Finish(),
@@ -50,7 +52,17 @@ def build_tools(
         HttpRequest(outbox),
     ]
     if sql is not None:
-        tools.append(SqlQuery(sql))
+        if sql_limits is None:
+            tools.append(SqlQuery(sql))
+        else:
+            tools.append(
+                SqlQuery(
+                    sql,
+                    timeout_s=sql_limits.timeout_s,
+                    max_rows=sql_limits.max_rows,
+                    max_bytes=sql_limits.max_bytes,
+                )
+            )
     if records is not None:
         tools += [ReadRecord(records), WriteRecord(records)]
     return {t.name: t for t in tools}

@@ -33,7 +33,9 @@ class SqlQueryArgs(ToolArguments):
         max_length=MAX_SQL_CHARS,
         description="One SELECT over the views of schema tenant_data (e.g. orders, customers).",
     )
-    max_rows: int = Field(default=50, ge=1, le=DEFAULT_MAX_ROWS, description="Rows to return.")
+    max_rows: int = Field(
+        default=50, ge=1, le=10_000, description="Rows to return (the appliance caps it)."
+    )
 
 
 class SqlQuery(Tool[SqlQueryArgs]):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import psycopg
+import pytest
 
 from agent.domain import RunStatus
-from agent.runtime import Services
+from agent.runtime import Services, Settings
 from agent.tools.sql_query import SqlQuery, SqlQueryArgs
 from serving.testing.scripted import ScriptedModelServer
 from tests.sql.conftest import Planted, tool_context
@@ -151,3 +153,26 @@ async def test_an_agent_queries_its_records_in_a_run(
     assert first.result["rows"] == [[30]]
     assert second.result is not None
     assert second.result["error"]["reason"] == "schema_not_allowed"
+
+
+async def test_the_operator_sets_the_caps_and_the_model_cannot_ask_past_them(
+    services: Services, planted: tuple[Planted, Planted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GARRISON_SQL_MAX_ROWS", "4")
+    monkeypatch.setenv("GARRISON_SQL_TIMEOUT_S", "0.5")
+    configured = replace(services, settings=Settings())  # read from the environment
+    governance = configured.settings.governance
+    assert (governance.sql_max_rows, governance.sql_timeout_s) == (4, 0.5)
+    tool = configured.tools()["sql_query"]
+    ctx = tool_context(services, planted[0].tenant)
+    asked_many = await tool.run(SqlQueryArgs(sql="select id from orders", max_rows=30), ctx)
+    assert (asked_many.data["row_count"], asked_many.data["truncated_by"]) == (4, "rows")
+    started = time.monotonic()
+    slow = await tool.run(
+        SqlQueryArgs(
+            sql="select count(*) from orders a, orders b, orders c, orders d, orders e, orders f"
+        ),
+        ctx,
+    )
+    assert slow.data["error"]["code"] == "sql_timeout"
+    assert time.monotonic() - started < 3
