@@ -41,6 +41,8 @@ class Phase:
     db_exposed: float
     """The part of `db` no embedding call overlapped."""
     writes: float
+    lookups: float
+    """The stored versions looked up before each group is embedded (`find_documents`)."""
     index: float
     index_exposed: float
     """The part of the index build no embedding call overlapped."""
@@ -56,6 +58,7 @@ class Phase:
             db=union_seconds(every),
             db_exposed=exclusive_seconds(every, embed),
             writes=union_seconds(db.get("write_documents", [])),
+            lookups=union_seconds(db.get("find_documents", [])),
             index=union_seconds(index),
             index_exposed=exclusive_seconds(index, embed),
         )
@@ -121,7 +124,7 @@ def project_load(load: Phase, live_write_per_row: float, rate: float, group: int
         if start_build_now(rates, n, n_total - n, group):
             build_at = n
             break
-    lookups = max(0.0, load.db - load.writes - load.index)
+    lookups = load.lookups
     if build_at is None:
         busy = load.writes + load.index + lookups
         exposed = lookups + load.index + write * min(TAIL_CHUNKS, n_total)
@@ -140,7 +143,6 @@ def project_add(add: Phase, rate: float) -> Projection:
     """Adding `add.chunks` rows to the live index at `rate` texts/s: each part's commit hides
     behind the next part's embedding but the last (smallest) one's; the lookups do not hide."""
     per_row = add.writes / add.chunks
-    lookups = max(0.0, add.db - add.writes)
-    exposed = lookups + per_row * min(TAIL_CHUNKS, add.chunks)
+    exposed = add.lookups + per_row * min(TAIL_CHUNKS, add.chunks)
     wall = add.chunks / rate + exposed
     return Projection(rate, None, wall, add.db, exposed)

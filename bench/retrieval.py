@@ -293,6 +293,7 @@ def _phase_table(title: str, p: Phase) -> None:
         ("embedding (s)", f"{p.embed:.1f}"),
         ("database, all calls (s)", f"{p.db:.1f}"),
         ("  of which writes: upserts, COPY, commits (s)", f"{p.writes:.1f}"),
+        ("  of which lookups of stored versions (s)", f"{p.lookups:.1f}"),
         ("  of which HNSW index build (s)", f"{p.index:.1f}"),
         ("    not overlapped by embedding (s)", f"{p.index_exposed:.1f}"),
         ("database time per 1k chunks (s)", f"{p.db / p.chunks * 1000:.2f}"),

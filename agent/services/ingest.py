@@ -169,8 +169,17 @@ class _Run:
             return IngestOutcome(item.label, FAILED, reason=exc.message)
 
     async def _flush(self, group: list[_Entry]) -> None:
-        """Have `group` embedded while the next one is read; the one before goes to be written."""
+        """Have `group` embedded while the next one is read; the one before goes to be written.
+
+        When the group before holds an earlier version of one of these keys, these are looked
+        up only once it is committed: looked up before, a version equal to the one stored would
+        pass for unchanged and be skipped, leaving the earlier one behind.
+        """
+        keys = {p.key for _, p in group}
+        repeats = self._planning is not None and any(p.key in keys for _, p in self._planning[0])
         await self._write_planned()
+        if repeats:
+            await self._await_write()
         self._planning = (group, asyncio.create_task(self._plan([p for _, p in group])))
 
     async def _abandon_planning(self) -> None:
