@@ -121,6 +121,8 @@ class _Run:
         self._writing: asyncio.Task[None] | None = None
         self._planning: tuple[list[_Entry], asyncio.Task[list[_Planned]]] | None = None
         """The group being looked up and embedded, and that work."""
+        self._writing_keys: set[str] = set()
+        """The keys of the group last sent to be written."""
         self._chunks_done = 0
         self._bulk_chunks = bulk_chunks
         """The chunks a bulk load expects (its index was dropped); None when not a bulk load."""
@@ -171,16 +173,28 @@ class _Run:
     async def _flush(self, group: list[_Entry]) -> None:
         """Have `group` embedded while the next one is read; the one before goes to be written.
 
-        When the group before holds an earlier version of one of these keys, these are looked
-        up only once it is committed: looked up before, a version equal to the one stored would
-        pass for unchanged and be skipped, leaving the earlier one behind.
+        Its stored versions are looked up at once, while the group before is still being
+        embedded, unless a group not yet committed holds an earlier version of one of its keys:
+        then only once that is committed (looked up before, a version equal to the one stored
+        would pass for unchanged and be skipped, leaving the earlier one behind).
         """
-        keys = {p.key for _, p in group}
-        repeats = self._planning is not None and any(p.key in keys for _, p in self._planning[0])
-        await self._write_planned()
-        if repeats:
-            await self._await_write()
-        self._planning = (group, asyncio.create_task(self._plan([p for _, p in group])))
+        prepared = [p for _, p in group]
+        keys = {p.key for p in prepared}
+        uncommitted = set(self._writing_keys)
+        if self._planning is not None:
+            uncommitted.update(p.key for _, p in self._planning[0])
+        lookup = None if keys & uncommitted else asyncio.create_task(self._lookup(prepared))
+        try:
+            await self._write_planned()
+            if lookup is None:
+                await self._await_write()
+                lookup = asyncio.create_task(self._lookup(prepared))
+        except BaseException:
+            if lookup is not None:
+                lookup.cancel()
+                await asyncio.gather(lookup, return_exceptions=True)
+            raise
+        self._planning = (group, asyncio.create_task(self._plan(prepared, lookup)))
 
     async def _abandon_planning(self) -> None:
         if self._planning is not None:
@@ -197,6 +211,7 @@ class _Run:
         planned = await planning
         await self._await_write()
         self._writing = asyncio.create_task(self._write(group, planned))
+        self._writing_keys = {p.key for _, p in group}
         self._maybe_start_index()
 
     def _maybe_start_index(self) -> None:
@@ -225,9 +240,17 @@ class _Run:
             writing, self._writing = self._writing, None
             await writing
 
-    async def _plan(self, group: list[PreparedDocument]) -> list[_Planned]:
-        """Per document: what to write (embedding only changed content), or that it is current."""
-        stored = await self._store.find_documents(self._tenant_id, [p.key for p in group])
+    async def _lookup(self, group: list[PreparedDocument]) -> dict[str, Document]:
+        return await self._store.find_documents(self._tenant_id, [p.key for p in group])
+
+    async def _plan(
+        self,
+        group: list[PreparedDocument],
+        lookup: asyncio.Task[dict[str, Document]] | None = None,
+    ) -> list[_Planned]:
+        """Per document: what to write (embedding only changed content), or that it is current.
+        `lookup`: the stored versions, being looked up already."""
+        stored = await (lookup if lookup is not None else self._lookup(group))
         changed = [p for p in group if p.content_changed(stored.get(p.key))]
         texts = [text for p in changed for text in p.embedding_inputs()]
         started = time.perf_counter()

@@ -158,9 +158,12 @@ async def test_a_model_failing_mid_load_aborts_it_with_its_index_and_earlier_gro
     assert index_valid(database_url) is True
 
 
-@pytest.mark.parametrize("group_chunks", [256, 1])  # split by the repeated key, by size
+@pytest.mark.parametrize(
+    ("group_chunks", "between"),
+    [(256, 0), (1, 0), (1, 1)],  # split by the repeated key; by size; a group apart
+)
 async def test_a_key_given_twice_ends_with_its_last_version_even_when_that_is_the_stored_one(
-    services: Services, acme: TenantFixture, group_chunks: int
+    services: Services, acme: TenantFixture, group_chunks: int, between: int
 ) -> None:
     # The second group is looked up only once the first one's commit is in: looked up earlier,
     # "A" would pass for the stored version and be skipped, leaving "B" behind.
@@ -174,11 +177,12 @@ async def test_a_key_given_twice_ends_with_its_last_version_even_when_that_is_th
         acme.tenant.id,
         [
             PendingDocument("b", lambda: DocumentInput("Version B.", key="x")),
+            *[PendingDocument("y", lambda: DocumentInput("Other.", key="y"))] * between,
             PendingDocument("a", lambda: DocumentInput("Version A.", key="x")),
         ],
     )
-    assert [o.status for o in outcomes] == ["updated", "updated"]
-    last = outcomes[1].document
+    assert [o.status for o in outcomes] == ["updated"] + ["created"] * between + ["updated"]
+    last = outcomes[-1].document
     assert last is not None
     assert last.version == 3
     [chunk] = await docs.chunks(last.id, acme.tenant.id)
