@@ -112,9 +112,10 @@ class Projection:
 def project_load(load: Phase, live_write_per_row: float, rate: float, group: int) -> Projection:
     """A fresh load of `load.chunks` rows at `rate` texts/s, with the stand-in run's costs.
 
-    On the critical path: the lookups of stored versions before each group's embedding, the
-    commit of the last (smallest) part after the last embedding, and whatever part of the index
-    build and the row-by-row inserts after it does not fit in the embedding left when it starts.
+    On the critical path: the first group's lookup of stored versions (the others overlap the
+    group before's embedding), the commit of the last (smallest) part after the last embedding,
+    and whatever part of the index build and the row-by-row inserts after it does not fit in
+    the embedding left when it starts.
     """
     n_total = load.chunks
     write = load.writes / n_total
@@ -124,7 +125,7 @@ def project_load(load: Phase, live_write_per_row: float, rate: float, group: int
         if start_build_now(rates, n, n_total - n, group):
             build_at = n
             break
-    lookups = load.lookups
+    lookups = load.lookups * min(1.0, group / n_total)
     if build_at is None:
         busy = load.writes + load.index + lookups
         exposed = lookups + load.index + write * min(TAIL_CHUNKS, n_total)
@@ -139,10 +140,12 @@ def project_load(load: Phase, live_write_per_row: float, rate: float, group: int
     return Projection(rate, build_at, wall, busy, exposed)
 
 
-def project_add(add: Phase, rate: float) -> Projection:
-    """Adding `add.chunks` rows to the live index at `rate` texts/s: each part's commit hides
-    behind the next part's embedding but the last (smallest) one's; the lookups do not hide."""
+def project_add(add: Phase, rate: float, group: int) -> Projection:
+    """Adding `add.chunks` rows to the live index at `rate` texts/s: each part's commit and
+    lookup hide behind another part's embedding, but the last (smallest) commit and the first
+    lookup."""
     per_row = add.writes / add.chunks
-    exposed = add.lookups + per_row * min(TAIL_CHUNKS, add.chunks)
+    first_lookup = add.lookups * min(1.0, group / add.chunks)
+    exposed = first_lookup + per_row * min(TAIL_CHUNKS, add.chunks)
     wall = add.chunks / rate + exposed
     return Projection(rate, None, wall, add.db, exposed)

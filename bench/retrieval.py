@@ -263,7 +263,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             print(f"\nprojected at {found_probe.prose:.1f} texts/s (the probe, ~190-token chunks):")
             _projection("fresh bulk load", project_load(load, live, found_probe.prose, group))
             if not args.add_in_process:
-                _projection("added to the live index", project_add(add, found_probe.prose))
+                _projection("added to the live index", project_add(add, found_probe.prose, group))
     print(f"\nretrieval: top-{K}, {args.queries} queries, recall vs exact scan of the same rows")
     print(f"{'scenario':<28}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'short':>7}  plan")
     for row in r["search"]:

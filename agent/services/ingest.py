@@ -4,12 +4,12 @@ Documents stream through in groups of about `ingest_group_chunks` chunks, so mem
 however large the input. Per group: the stored versions are looked up by key and unchanged
 documents skipped before any model time is spent; the changed ones are embedded in one call
 through the serving layer's embed role; the group is committed in one transaction. Three groups
-are in flight at once: one being read and chunked, one being embedded, one being committed, so
-the database (and the chunking) work in the embedder's shadow. The last group goes in parts of
-halving size, each committed while the next is embedded, so that what is left to commit after
-the last embedding is small. A document that cannot
-be read or is invalid becomes a `failed` outcome with its reason and the rest go on; a failing
-model or database aborts the run, since every later document would fail the same way.
+are in flight at once: one being read, chunked and looked up, one being embedded, one being
+committed, so the database (and the chunking) work in the embedder's shadow. The last group goes
+in parts of halving size, each committed while the next is embedded, so that little is left to
+commit after the last embedding. A document that cannot be read or is invalid becomes a `failed`
+outcome with its reason and the rest go on; a failing model or database aborts the run, since
+every later document would fail the same way.
 
 A bulk load drops the vector index first and has it built again before it returns: after the
 last group, or, when embedding is the slower side, concurrently while the last groups are still
@@ -103,7 +103,7 @@ class Ingestor:
 
 
 class _Run:
-    """One pipeline run: its groups, the write in flight, and the outcomes in input order."""
+    """One pipeline run: its groups in flight, what it measured, and the outcomes in input order."""
 
     def __init__(
         self,
