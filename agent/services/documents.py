@@ -81,8 +81,9 @@ class DocumentService:
     ) -> list[IngestOutcome]:
         """Store many documents; each that cannot be stored is a `failed` outcome with a reason.
 
-        `expected_chunks` (an estimate is fine) lets a large load build the vector index once at
-        the end instead of growing it row by row.
+        `expected_chunks` (an estimate is fine) lets a large load build the vector index once
+        over its rows instead of growing it row by row: after the load, or concurrently while its
+        last groups are embedded when embedding is the slower side (`index_timing`).
         """
         return await self._ingestor.run(
             tenant_id, items, expected_chunks=expected_chunks, progress=progress
