@@ -274,6 +274,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             f"{row['short']:>7}  {plans}"
         )
     print("(short: queries answered with fewer than k rows)")
+    if args.in_process or args.embed_url:
+        print("(queries come from the stand-in's vector space: recall means nothing here)")
     print("load average " + "; ".join(r["load_avg"]))
 
 
