@@ -4,8 +4,8 @@ This module speaks the OpenAI HTTP dialect that vLLM serves and turns answers in
 ``serving.types`` results and failures into ``serving.errors``. It does not choose prompts,
 parse actions, retry, or know which model can do what; those live with the callers.
 
-The hot path is deliberately bare (one ``json.dumps``, one ``json.loads``, no pydantic, one
-keep-alive session, see ``serving.transport``): the agent loop calls it once per turn and its
+The hot path is deliberately bare (one ``json.dumps``, one ``json.loads``, no pydantic, pooled
+keep-alive connections, see ``serving.transport``): the agent loop calls it once per turn and its
 overhead is budgeted at well under a millisecond (see ``bench/client_overhead.py``).
 """
 

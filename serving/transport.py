@@ -1,11 +1,11 @@
-"""The HTTP transport under the model clients: aiohttp, one keep-alive session per event loop.
+"""The HTTP transport under the model clients: keep-alive connections per event loop.
 
-Why aiohttp and not httpx (which the rest of the appliance uses): the agent loop makes one model
-call per step, and at the appliance's concurrency (hundreds of runs per worker) httpx spends
-0.6 ms of CPU per request sequentially and over 2 ms with 200 requests in flight (its pool scans
-every connection for every request), against 0.11 ms for aiohttp in both cases, measured on
-this machine against the same loopback server (bench/client_overhead.py). That difference is
-most of a step's cost, so the hot path gets the faster client and nothing else changes.
+The agent loop makes one model call per step, so the client's CPU per request is a large part of
+a step's cost. httpx (which the rest of the appliance uses) spends 0.6 ms of CPU per request
+sequentially and over 2 ms with 200 requests in flight, aiohttp ~0.12 ms, and the minimal
+HTTP/1.1 client in `serving.http1` ~0.03 ms, all measured on this machine against the same
+loopback server (bench/client_overhead.py). So requests go over `serving.http1`, unless the
+caller supplies an aiohttp session (a shared pool it owns), which is then used as given.
 
 This module knows only how to move bytes and how transport failures map to `serving.errors`;
 what the bytes mean is `serving.client`'s job.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from serving.errors import ModelOutputError, ModelTimeout, ModelUnavailable, ServingError
+from serving.http1 import ConnectionClosed, Http1Pool, HttpFailure, InvalidTarget, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +50,63 @@ class HttpTransport:
         timeout_s: float,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        if any(c in text for item in headers.items() for text in item for c in "\r\n"):
+            raise ValueError("model request headers must not contain line breaks")
         self._where = where
         self.headers = headers
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session = session
-        self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pools: dict[tuple[str, str, int], Http1Pool] = {}
+        self._targets: dict[str, tuple[Target, bytes]] = {}
+        """Per URL: where it goes and the request head up to the body's length."""
 
     async def request(self, method: str, url: str, body: bytes | None) -> HttpAnswer:
-        session = self._session_for_loop()
+        if self._session is not None:
+            return await self._via_session(self._session, method, url, body)
+        start = time.perf_counter()
+        try:
+            pool, head = self._prepare(method, url, body)
+            async with asyncio.timeout(self._timeout_s):
+                status, payload = await pool.exchange(head, body or b"", head_only=method == "HEAD")
+        except (HttpFailure, OSError, TimeoutError) as exc:
+            raise self.transport_error(exc) from exc
+        return HttpAnswer(status, payload, (time.perf_counter() - start) * 1000.0)
+
+    async def aclose(self) -> None:
+        pools, self._pools = self._pools, {}
+        if self._loop is asyncio.get_running_loop():
+            for pool in pools.values():
+                pool.close()
+
+    def _prepare(self, method: str, url: str, body: bytes | None) -> tuple[Http1Pool, bytes]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Connections belong to the loop that opened them; tests and CLI commands may run
+            # several loops in turn. The old loop's connections went with it.
+            self._loop = loop
+            self._pools = {}
+        key = f"{method} {url}"
+        prepared = self._targets.get(key)
+        if prepared is None:
+            target = Target.parse(url)
+            lines = [b"%s %s HTTP/1.1" % (method.encode("ascii"), target.path)]
+            lines.append(b"Host: " + target.host_header)
+            lines += [f"{name}: {value}".encode("latin-1") for name, value in self.headers.items()]
+            prepared = self._targets[key] = (target, b"\r\n".join(lines) + b"\r\n")
+        target, head = prepared
+        pool = self._pools.get(target.origin)
+        if pool is None:
+            pool = self._pools[target.origin] = Http1Pool(target.origin)
+        if body is None:
+            return pool, head + b"\r\n"
+        return pool, head + b"Content-Length: %d\r\n\r\n" % len(body)
+
+    async def _via_session(
+        self, session: aiohttp.ClientSession, method: str, url: str, body: bytes | None
+    ) -> HttpAnswer:
+        """The caller's own aiohttp session: its pool, our headers and deadline."""
         start = time.perf_counter()
         try:
             async with session.request(
@@ -69,34 +118,6 @@ class HttpTransport:
             raise self.transport_error(exc) from exc
         return HttpAnswer(status, payload, (time.perf_counter() - start) * 1000.0)
 
-    async def aclose(self) -> None:
-        session, loop = self._session, self._loop
-        if not self._owns_session or session is None:
-            return
-        self._session = None
-        if loop is asyncio.get_running_loop():
-            await session.close()
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        # Created lazily: a session belongs to the event loop it was made in, and clients are
-        # built before any loop runs (the router at start-up, tests across loops).
-        loop = asyncio.get_running_loop()
-        if self._session is not None and self._owns_session and self._loop is not loop:
-            # Its loop is gone, so it cannot be closed; detached, it is marked closed without
-            # touching that loop.
-            self._session.detach()
-            self._session = None
-        if self._session is None:
-            # trust_env stays off: an HTTP(S)_PROXY meant for the internet must not silently
-            # route loopback engine traffic through a proxy.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                trust_env=False,
-            )
-            self._owns_session = True
-            self._loop = loop
-        return self._session
-
     def transport_error(self, exc: BaseException) -> ServingError:
         """The one place transport failures become serving errors."""
         kind = type(exc).__name__
@@ -106,6 +127,11 @@ class HttpTransport:
             return ModelOutputError(f"{self._where} sent an undecodable body ({kind})")
         if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
             return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({kind})")
+        if isinstance(exc, InvalidTarget):
+            return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({exc})")
+        if isinstance(exc, HttpFailure) and not isinstance(exc, ConnectionClosed):
+            # Not an engine speaking HTTP/1.1 (a wrong port, say): nothing there can answer.
+            return ModelUnavailable(f"{self._where} answered malformed HTTP ({exc})")
         # Refused or reset connections, a server that hung up before answering, and anything
         # else on the transport: the engine cannot be reached right now.
         return ModelUnavailable(f"{self._where} is unreachable ({kind}: {exc})")
