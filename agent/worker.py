@@ -1,9 +1,10 @@
 """The worker: claims queued runs from Postgres and drives them, several at a time.
 
 Any number of workers on any number of hosts share one database; `FOR UPDATE SKIP LOCKED` in the
-claim keeps them from blocking each other, and a lease (renewed by a heartbeat) hands a dead
-worker's run to another. On stop, a worker finishes the step in progress, releases its leases
-so another worker can resume those runs at once, and returns.
+claim keeps them from blocking each other, and a lease hands a dead worker's run to another.
+One heartbeat per worker renews all of its leases in one statement every third of the lease
+(not a task and a statement per run). On stop, a worker finishes the step in progress, releases
+its leases so another worker can resume those runs at once, and returns.
 
 A claim does not always hand over a run to drive: one with a cancel requested ends `cancelled`,
 and one whose workers died `max_run_attempts` times is `parked`. The worker only logs those and
@@ -19,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from agent.domain import Run, RunStatus
@@ -64,6 +65,8 @@ class Worker:
         self.completed = 0
         self._sweeps = tuple(sweeps)
         self._next_sweep = [0.0] * len(self._sweeps)
+        self._leased: set[uuid.UUID] = set()
+        """The runs being driven; the heartbeat renews their leases."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -72,34 +75,36 @@ class Worker:
         """Claim and drive runs until `stop()`; then finish in-flight steps and return."""
         slots = asyncio.Semaphore(self._settings.worker_concurrency)
         in_flight: set[asyncio.Task[None]] = set()
-        while not self._stop.is_set():
-            await slots.acquire()
-            if self._stop.is_set():  # stopped while every slot was busy: claim nothing more
-                slots.release()
-                break
-            run = await self._claim()
-            if run is None:
-                slots.release()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval_s)
-                continue
-            if run.status != RunStatus.RUNNING:  # ended by the claim itself; look for another
-                slots.release()
-                continue
-            task = asyncio.create_task(self._drive(run))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            task.add_done_callback(lambda _t: slots.release())
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+        async with self._heartbeat():
+            while not self._stop.is_set():
+                await slots.acquire()
+                if self._stop.is_set():  # stopped while every slot was busy: claim nothing more
+                    slots.release()
+                    break
+                run = await self._claim()
+                if run is None:
+                    slots.release()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._settings.poll_interval_s)
+                    continue
+                if run.status != RunStatus.RUNNING:  # ended by the claim itself; look again
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._drive(run))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _t: slots.release())
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def run_until_idle(self) -> int:
         """Drive claimable runs one after another until none is left (tests, batch jobs)."""
         done = 0
-        while (run := await self._claim()) is not None:
-            if run.status == RunStatus.RUNNING:
-                await self._drive(run)
-                done += 1
+        async with self._heartbeat():
+            while (run := await self._claim()) is not None:
+                if run.status == RunStatus.RUNNING:
+                    await self._drive(run)
+                    done += 1
         return done
 
     async def _claim(self) -> Run | None:
@@ -133,13 +138,15 @@ class Worker:
                 log.info("worker %s %s", self.worker_id, sweep.done % done)
 
     async def _drive(self, run: Run) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(run))
+        self._leased.add(run.id)
         try:
             final = await self._loop.drive(run, self.worker_id, should_stop=self._stop.is_set)
             if final.status.terminal:
                 self.completed += 1
                 log.info("run %s %s after %d steps", run.id, final.status, final.step_count)
             else:
+                # Given back, the run has no worker: a renewal still in flight cannot revive it.
+                self._leased.discard(run.id)
                 await self._runs.release_lease(run.id, self.worker_id)
         except LeaseLost:
             log.warning("run %s: lease lost; another worker owns it now", run.id)
@@ -147,20 +154,31 @@ class Worker:
             # The run keeps its last committed step; its lease expires and it is claimed again.
             log.exception("run %s: worker %s failed mid-run", run.id, self.worker_id)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            self._leased.discard(run.id)
 
-    async def _heartbeat(self, run: Run) -> None:
-        interval = self._settings.lease_seconds / 3
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self) -> AsyncIterator[None]:
+        beat = asyncio.create_task(self._renew_forever(), name=f"heartbeat {self.worker_id}")
+        try:
+            yield
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _renew_forever(self) -> None:
+        """Every third of the lease, renew every lease this worker holds in one statement."""
+        lease = self._settings.lease_seconds
         while True:
-            await asyncio.sleep(interval)
-            try:
-                still_ours = await self._runs.renew_lease(
-                    run.id, self.worker_id, self._settings.lease_seconds
-                )
-            except Exception as exc:
-                log.warning("run %s: lease renewal failed: %s", run.id, exc)
+            await asyncio.sleep(lease / 3)
+            if not self._leased:
                 continue
-            if not still_ours:
-                return
+            held = list(self._leased)
+            try:
+                ours = await self._runs.renew_leases(self.worker_id, held, lease)
+            except Exception as exc:
+                log.warning("worker %s: lease renewal failed: %s", self.worker_id, exc)
+                continue
+            # A run no longer ours (ended, or lost to another worker) is not renewed again;
+            # its drive learns of a loss at its next commit.
+            self._leased.difference_update(set(held) - ours)

@@ -57,9 +57,12 @@ class RunStore(Protocol):
         """
         ...
 
-    async def renew_lease(
-        self, run_id: uuid.UUID, worker_id: str, lease_seconds: float
-    ) -> bool: ...
+    async def renew_leases(
+        self, worker_id: str, run_ids: Sequence[uuid.UUID], lease_seconds: float
+    ) -> set[uuid.UUID]:
+        """Renew every lease in `run_ids` in one statement; the runs still this worker's."""
+        ...
+
     async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
         """Let another worker resume the run at once (graceful stop between steps)."""
         ...

@@ -70,16 +70,19 @@ WHERE r.id = d.id
 RETURNING r.*
 """
 
-RENEW_SQL = """
+# Every lease a worker holds, renewed by one statement on one timer (`agent.worker`).
+RENEW_MANY_SQL = """
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-WHERE id = %(run_id)s AND worker_id = %(worker_id)s AND status = 'running'
+WHERE id = ANY(%(run_ids)s) AND worker_id = %(worker_id)s AND status = 'running'
 RETURNING id
 """
 
 # A clean hand-over is not a lost worker: the claim is given back, so rolling restarts never push
-# a healthy run towards parking.
+# a healthy run towards parking. The run keeps no worker: a renewal of the old lease that reaches
+# the database after the release (the worker's heartbeat renews many runs at once) finds nothing.
 RELEASE_SQL = """
-UPDATE runs SET lease_expires_at = now(), stalled_attempts = greatest(stalled_attempts - 1, 0)
+UPDATE runs SET lease_expires_at = now(), worker_id = NULL,
+                stalled_attempts = greatest(stalled_attempts - 1, 0)
 WHERE id = %(run_id)s AND worker_id = %(worker_id)s AND status = 'running'
 """
 
@@ -133,9 +136,12 @@ class RunQueue:
             },
         )
 
-    async def renew(self, run_id: uuid.UUID, worker_id: str, lease_s: float) -> bool:
-        params = {"run_id": run_id, "worker_id": worker_id, "lease_s": lease_s}
-        return await self._fast.fetchone(RENEW_SQL, params) is not None
+    async def renew_many(
+        self, run_ids: list[uuid.UUID], worker_id: str, lease_s: float
+    ) -> set[uuid.UUID]:
+        """The runs among `run_ids` whose leases were renewed (those still this worker's)."""
+        params = {"run_ids": run_ids, "worker_id": worker_id, "lease_s": lease_s}
+        return {row.id for row in await self._fast.fetchall(RENEW_MANY_SQL, params)}
 
     async def release(self, run_id: uuid.UUID, worker_id: str) -> None:
         await self._fast.execute(RELEASE_SQL, {"run_id": run_id, "worker_id": worker_id})

@@ -201,8 +201,11 @@ class RunRepository:
         row = await self._queue.claim(worker_id, lease_seconds, max_attempts)
         return None if row is None else _run(row)
 
-    async def renew_lease(self, run_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
-        return await self._queue.renew(run_id, worker_id, lease_seconds)
+    async def renew_leases(
+        self, worker_id: str, run_ids: Sequence[uuid.UUID], lease_seconds: float
+    ) -> set[uuid.UUID]:
+        """Renew every lease in `run_ids` in one statement; the runs still this worker's."""
+        return await self._queue.renew_many(list(run_ids), worker_id, lease_seconds)
 
     async def release_lease(self, run_id: uuid.UUID, worker_id: str) -> None:
         await self._queue.release(run_id, worker_id)

@@ -101,7 +101,7 @@ async def test_expired_lease_resumes_from_the_last_committed_step(
     # The resumed step saw step 1 in its history and reused step 1's passages.
     assert steps[1].context["history_steps"] == [1]
     # The dead worker, were it to come back, can no longer renew a lease on it.
-    assert not await services.store.runs.renew_lease(run.id, "worker-a", 30)
+    assert await services.store.runs.renew_leases("worker-a", [run.id], 30) == set()
 
 
 async def test_worker_loop_processes_concurrent_runs_and_stops_cleanly(
