@@ -4,8 +4,9 @@ All talk to the same in-process ScriptedModelServer with an instant responder, s
 share is the same in every row and the differences are client cost. Rounds are interleaved so
 drift (CPU frequency, GC, the other core) spreads evenly across clients. Besides latency, each
 client's CPU time per call is reported one call at a time and with 200 calls in flight, which is
-what decides how many steps a worker can drive per core (and why the client runs on aiohttp:
-`serving/transport.py`).
+what decides how many steps a worker can drive per core (and why the client runs on its own
+keep-alive pool with httptools parsing answers: `serving/transport.py`). Needs the bench extra
+(`pip install -e '.[bench]'`: aiohttp and the OpenAI SDK are peers here, not runtime deps).
 
     .venv/bin/python -m bench.client_overhead [--calls 2000] [--warmup 200] [--rounds 20]
 """

@@ -16,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import aiohttp
-
 from serving.errors import (
     BODY_EXCERPT_CHARS,
     ModelHTTPError,
@@ -45,7 +43,6 @@ class OpenAICompatibleClient:
         model: str,
         api_key: str | None = None,
         timeout_s: float = 60.0,
-        http: aiohttp.ClientSession | None = None,
         embed_batch_size: int = 64,
     ) -> None:
         if not base_url:
@@ -60,12 +57,10 @@ class OpenAICompatibleClient:
         self._embed_url = f"{base}/embeddings"
         self._models_url = f"{base}/models"
         self._batch = embed_batch_size
-        # Headers and timeout go on every request so that a caller-supplied session (a shared
-        # pool) still gets our deadline and credentials.
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._http = HttpTransport(self._where, headers, timeout_s, http)
+        self._http = HttpTransport(self._where, headers, timeout_s)
 
     async def __aenter__(self) -> Self:
         return self
@@ -203,34 +198,27 @@ class OpenAICompatibleClient:
         return vectors
 
 
-def chat_client(
-    settings: ServingSettings, *, http: aiohttp.ClientSession | None = None
-) -> OpenAICompatibleClient:
+def chat_client(settings: ServingSettings) -> OpenAICompatibleClient:
     """The chat client described by ``settings``; ModelUnavailable if no chat URL is set."""
     if settings.chat_url is None:
         raise ModelUnavailable("chat model endpoint is not configured (set GARRISON_CHAT_URL)")
-    return _from_settings(settings, settings.chat_url, settings.chat_model, http)
+    return _from_settings(settings, settings.chat_url, settings.chat_model)
 
 
-def embed_client(
-    settings: ServingSettings, *, http: aiohttp.ClientSession | None = None
-) -> OpenAICompatibleClient:
+def embed_client(settings: ServingSettings) -> OpenAICompatibleClient:
     """The embedding client described by ``settings``; ModelUnavailable if no embed URL is set."""
     if settings.embed_url is None:
         raise ModelUnavailable("embedding endpoint is not configured (set GARRISON_EMBED_URL)")
-    return _from_settings(settings, settings.embed_url, settings.embed_model, http)
+    return _from_settings(settings, settings.embed_url, settings.embed_model)
 
 
-def _from_settings(
-    settings: ServingSettings, url: str, model: str, http: aiohttp.ClientSession | None
-) -> OpenAICompatibleClient:
+def _from_settings(settings: ServingSettings, url: str, model: str) -> OpenAICompatibleClient:
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
     return OpenAICompatibleClient(
         url,
         model=model,
         api_key=key,
         timeout_s=settings.model_timeout_s,
-        http=http,
         embed_batch_size=settings.embed_batch_size,
     )
 

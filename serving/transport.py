@@ -2,10 +2,10 @@
 
 The agent loop makes one model call per step, so the client's CPU per request is a large part of
 a step's cost. httpx (which the rest of the appliance uses) spends 0.6 ms of CPU per request
-sequentially and over 2 ms with 200 requests in flight, aiohttp ~0.12 ms, and the minimal
-HTTP/1.1 client in `serving.http1` ~0.03 ms, all measured on this machine against the same
-loopback server (bench/client_overhead.py). So requests go over `serving.http1`, unless the
-caller supplies an aiohttp session (a shared pool it owns), which is then used as given.
+sequentially and over 2 ms with 200 requests in flight, aiohttp ~0.12 ms, and the keep-alive
+pool of `serving.http1` (answers parsed by httptools) a few hundredths, all measured on this
+machine against the same loopback server (bench/client_overhead.py). So requests go over
+`serving.http1`.
 
 This module knows only how to move bytes and how transport failures map to `serving.errors`;
 what the bytes mean is `serving.client`'s job.
@@ -17,9 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
-from serving.errors import ModelOutputError, ModelTimeout, ModelUnavailable, ServingError
+from serving.errors import ModelTimeout, ModelUnavailable, ServingError
 from serving.http1 import ConnectionClosed, Http1Pool, HttpFailure, InvalidTarget, Target
 
 
@@ -48,28 +46,23 @@ class HttpTransport:
         where: str,
         headers: dict[str, str],
         timeout_s: float,
-        session: aiohttp.ClientSession | None = None,
     ) -> None:
         if any(c in text for item in headers.items() for text in item for c in "\r\n"):
             raise ValueError("model request headers must not contain line breaks")
         self._where = where
         self.headers = headers
         self._timeout_s = timeout_s
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session = session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[tuple[str, str, int], Http1Pool] = {}
         self._targets: dict[str, tuple[Target, bytes]] = {}
         """Per URL: where it goes and the request head up to the body's length."""
 
     async def request(self, method: str, url: str, body: bytes | None) -> HttpAnswer:
-        if self._session is not None:
-            return await self._via_session(self._session, method, url, body)
         start = time.perf_counter()
         try:
-            pool, head = self._prepare(method, url, body)
+            pool, request = self._prepare(method, url, body)
             async with asyncio.timeout(self._timeout_s):
-                status, payload = await pool.exchange(head, body or b"", head_only=method == "HEAD")
+                status, payload = await pool.exchange(request)
         except (HttpFailure, OSError, TimeoutError) as exc:
             raise self.transport_error(exc) from exc
         return HttpAnswer(status, payload, (time.perf_counter() - start) * 1000.0)
@@ -81,6 +74,8 @@ class HttpTransport:
                 pool.close()
 
     def _prepare(self, method: str, url: str, body: bytes | None) -> tuple[Http1Pool, bytes]:
+        if method not in ("GET", "POST"):  # http1 reads every answer as having a body
+            raise ValueError(f"the model transport sends GET and POST only, not {method}")
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Connections belong to the loop that opened them; tests and CLI commands may run
@@ -101,32 +96,13 @@ class HttpTransport:
             pool = self._pools[target.origin] = Http1Pool(target.origin)
         if body is None:
             return pool, head + b"\r\n"
-        return pool, head + b"Content-Length: %d\r\n\r\n" % len(body)
-
-    async def _via_session(
-        self, session: aiohttp.ClientSession, method: str, url: str, body: bytes | None
-    ) -> HttpAnswer:
-        """The caller's own aiohttp session: its pool, our headers and deadline."""
-        start = time.perf_counter()
-        try:
-            async with session.request(
-                method, url, data=body, headers=self.headers, timeout=self._timeout
-            ) as response:
-                payload = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise self.transport_error(exc) from exc
-        return HttpAnswer(status, payload, (time.perf_counter() - start) * 1000.0)
+        return pool, head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     def transport_error(self, exc: BaseException) -> ServingError:
         """The one place transport failures become serving errors."""
         kind = type(exc).__name__
-        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        if isinstance(exc, TimeoutError):
             return ModelTimeout(f"{self._where} did not answer within the deadline ({kind})")
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return ModelOutputError(f"{self._where} sent an undecodable body ({kind})")
-        if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
-            return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({kind})")
         if isinstance(exc, InvalidTarget):
             return ModelUnavailable(f"model endpoint URL is invalid: {self._where} ({exc})")
         if isinstance(exc, HttpFailure) and not isinstance(exc, ConnectionClosed):

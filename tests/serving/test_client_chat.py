@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 
 from serving.client import OpenAICompatibleClient
@@ -172,16 +171,3 @@ async def test_unusable_2xx_body_is_model_output_error(
 
     with pytest.raises(ModelOutputError, match=match):
         await client.chat(MESSAGES)
-
-
-async def test_supplied_http_client_gets_our_headers_and_stays_open(
-    server: ScriptedModelServer,
-) -> None:
-    server.enqueue("hi")
-    async with aiohttp.ClientSession() as http:
-        async with OpenAICompatibleClient(
-            server.base_url, model="m", api_key="k-1", http=http
-        ) as client:
-            assert (await client.chat(MESSAGES)).content == "hi"
-        assert not http.closed  # the caller owns it
-    assert server.requests[-1].headers["authorization"] == "Bearer k-1"
