@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The peer frameworks of `make bench-peers` live in their own venv, never in $(VENV).
 PEERS_VENV ?= bench/.peers-venv
 
-.PHONY: up test fast-test engine-test lint typecheck install bench bench-peers clean
+.PHONY: up test fast-test engine-test lint typecheck install bench bench-issue6 bench-peers clean
 
 up: install
 	$(BIN)/garrison up
@@ -45,6 +45,14 @@ bench: install
 	$(BIN)/python -m bench.client_overhead
 	$(BIN)/python -m bench.engine_serving
 	$(BIN)/python -m bench.retrieval
+	$(MAKE) bench-issue6
+
+# Ingestion, retrieval and CPU embedding at 100k chunks with the real embedder, in one run and one
+# report (bench/README.md; ~15-20 min). sentence-transformers, its baseline, runs in the engine's
+# venv, never in $(VENV). A quick check: make bench-issue6 BENCH_ISSUE6_ARGS="--documents 300"
+bench-issue6: install
+	$(BIN)/garrison engine install
+	$(BIN)/python -m bench.issue6 $(BENCH_ISSUE6_ARGS)
 
 # Garrison against LangGraph, DBOS, pydantic-ai and the OpenAI Agents SDK, per-turn overhead with
 # durable commits (bench/README.md). Options: make bench-peers BENCH_PEERS_ARGS="--runs 10 ..."

@@ -1,7 +1,13 @@
 """Splitting a document's text into chunks that follow its structure, within a token budget.
 
-Markdown headings (outside code fences) open sections; a chunk never spans two sections and
-carries its section's heading path ("Policy > Annual leave"). Inside a section, paragraphs are
+The input is structured text: ATX `#` headings open sections, fenced code is never structure,
+blank lines (outside code) separate paragraphs. Documents reach this module normalised by
+`agent.formats`, which parses Markdown (CommonMark) and HTML with real parsers and renders them
+in exactly this form: setext headings are ATX lines there, indented code is fenced, and a line
+that only looks like a heading or a fence (inside a list item, an HTML block) is indented out of
+these rules. So the line rules below are complete for what they are given, and plain text is
+read by the same rules. A chunk never spans two sections and carries its section's heading path
+("Policy > Annual leave"). Inside a section, paragraphs are
 packed up to the budget; a paragraph over budget is cut at sentences, then at words, and a
 "word" longer than the budget (a URL, base64) is cut hard. Consecutive chunks of one section share
 an overlap of whole trailing sentences, so a passage cut at a boundary is still found whole.
@@ -20,8 +26,9 @@ from dataclasses import dataclass
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
-_FENCE = ("```", "~~~")
+# CommonMark's ATX heading: a closing run of '#' counts only after a space, so "C#" stays whole.
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 CHARS_PER_TOKEN = 6
 
 
@@ -49,17 +56,44 @@ def chunk_document(text: str, *, max_tokens: int, overlap_tokens: int) -> list[C
     return chunks
 
 
+def is_structure(line: str) -> bool:
+    """Whether this module reads `line` as a heading or a code fence (outside code)."""
+    return _HEADING.match(line) is not None or _opens_fence(line) is not None
+
+
+def _opens_fence(line: str) -> str | None:
+    """The fence `line` opens, if any (a backtick fence's info string has no backtick)."""
+    match = _FENCE.match(line)
+    if match is None or (match.group(1)[0] == "`" and "`" in match.group(2)):
+        return None
+    return match.group(1)
+
+
+def _closes_fence(line: str, fence: str) -> bool:
+    """Whether `line` closes `fence`: the same character, at least as many, nothing after."""
+    match = _FENCE.match(line)
+    return (
+        match is not None
+        and match.group(1)[0] == fence[0]
+        and len(match.group(1)) >= len(fence)
+        and not match.group(2).strip()
+    )
+
+
 def _sections(text: str) -> Iterator[tuple[str, list[str]]]:
     """(heading path, paragraphs) per section; a heading line is its section's first paragraph."""
     path: list[tuple[int, str]] = []
     heading = ""
     blocks: list[str] = []
     lines: list[str] = []
-    fenced = False
+    fence: str | None = None  # the open code fence: blank lines and '#' inside are not structure
     for line in text.split("\n"):
-        if line.lstrip().startswith(_FENCE):
-            fenced = not fenced  # blank lines and '#' comments inside code are not structure
-        elif not fenced and (match := _HEADING.match(line)):
+        if fence is not None:
+            if _closes_fence(line, fence):
+                fence = None
+        elif (opened := _opens_fence(line)) is not None:
+            fence = opened
+        elif match := _HEADING.match(line):
             _close_paragraph(lines, blocks)
             if _has_body(blocks):
                 yield heading, blocks
@@ -69,7 +103,7 @@ def _sections(text: str) -> Iterator[tuple[str, list[str]]]:
             path.append((level, match.group(2)))
             heading, blocks = " > ".join(title for _, title in path), [line.strip()]
             continue
-        elif not fenced and not line.strip():
+        elif not line.strip():
             _close_paragraph(lines, blocks)
             continue
         lines.append(line)

@@ -8,25 +8,28 @@ failure becomes a recorded step and a reason code, never an exception escaping t
 A turn is what one decision produces: one step, or, for an agent allowed parallel calls, one
 step per proposed call (each judged by the policy on its own, so several may wait for approval
 side by side). A turn commits all at once or not at all.
+
+What is not here: asking the model until its answer validates (`agent.deciding`), and the rules
+by which a turn's steps end, park or continue their run, which replay shares (`agent.turns`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from agent import codes
 from agent.budgets.directory import BudgetDirectory
 from agent.budgets.gate import UNLIMITED, BudgetExhausted, RunBudget
 from agent.context import Passage, build_messages, context_record, passages_from_record
-from agent.decision import Action, InvalidAction, action_schema, parse_action, parse_decision
+from agent.deciding import Decider, ModelResolver
+from agent.decision import Action
 from agent.domain import (
     JSON,
     AgentDefinition,
@@ -34,150 +37,27 @@ from agent.domain import (
     Run,
     RunOutcome,
     RunStatus,
-    SearchFilter,
     Step,
     StepStatus,
 )
 from agent.loopdetect import LoopTracker
 from agent.policy.gate import Governance, RunGate
-from agent.ports import AgentStore, ChatModel, DocumentStore, Embedder, RunStore
+from agent.ports import AgentStore, DocumentStore, RunStore
+from agent.services.access import run_scope
 from agent.services.search import MAX_K, MAX_QUERY_CHARS, SearchService
 from agent.settings import AgentSettings
 from agent.tools import Tool, ToolContext
-from serving.errors import ModelOutputError, ModelOverloaded, ServingError
-from serving.types import ChatResult, Message
+from agent.turns import (
+    StepDraft,
+    TakenStep,
+    exhausted_step,
+    failed_step,
+    past_step_limit,
+    settle_turn,
+)
+from serving.errors import ServingError
 
 log = logging.getLogger(__name__)
-
-
-class ModelResolver(Protocol):
-    def chat_model(self, role: str) -> ChatModel: ...
-    def pinned_chat_model(self, role: str, deployment: str) -> ChatModel:
-        """The one named deployment, for a run pinned to it (no fallback to another)."""
-        ...
-
-    def embedder(self) -> Embedder: ...
-
-
-@dataclass
-class StepDraft:
-    """A step being assembled; frozen into a `Step` when it is committed."""
-
-    run_id: Any
-    number: int
-    started_at: datetime
-    context: JSON
-    attempts: list[JSON] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model_ms: float = 0.0
-    tool_ms: float = 0.0
-    deployment: str | None = None
-    """The deployment whose answer became the step's action."""
-    notes: JSON = field(default_factory=dict)
-    """More about the decision, merged into `Step.decision` (a policy verdict, provenance,
-    an approval)."""
-
-    def freeze(
-        self,
-        status: StepStatus,
-        *,
-        action: Action | None = None,
-        result: JSON | None = None,
-        error_code: str | None = None,
-    ) -> Step:
-        decision: JSON = {"attempts": self.attempts}
-        if action is not None:
-            decision["action"] = {"tool": action.tool, "arguments": action.arguments}
-            decision["deployment"] = self.deployment
-        decision.update(self.notes)
-        return Step(
-            run_id=self.run_id,
-            number=self.number,
-            status=status,
-            context=self.context,
-            decision=decision,
-            tool=action.tool if action else None,
-            arguments=action.arguments if action else None,
-            result=result,
-            error_code=error_code,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            model_ms=round(self.model_ms, 3),
-            tool_ms=round(self.tool_ms, 3),
-            started_at=self.started_at,
-            finished_at=datetime.now(UTC),
-        )
-
-
-TakenStep = tuple[Step, RunOutcome, tuple[OutboxEffect, ...]]
-"""A step ready to commit: the step, its effect on the run, and the side effects it queues."""
-
-AWAITS = RunOutcome(RunStatus.AWAITING_APPROVAL)
-
-
-def past_step_limit(agent: AgentDefinition, steps_taken: int) -> RunOutcome | None:
-    """How a run ends once it has taken every step its agent allows; None while it may go on.
-    Shared with replay, so a changed limit rule shows up as a divergence there."""
-    if steps_taken < agent.max_steps:
-        return None
-    detail = f"the agent did not finish within {agent.max_steps} steps"
-    return RunOutcome(
-        RunStatus.FAILED, failure_code=codes.STEP_LIMIT_EXCEEDED, failure_detail=detail
-    )
-
-
-def continue_or_end(
-    agent: AgentDefinition, step: Step, outcome: RunOutcome, loops: LoopTracker
-) -> RunOutcome:
-    """How a step leaves its run: its own ending if it has one, else stopped as a loop, else
-    ended by the step limit, else still running. Shared with replay, like `past_step_limit`."""
-    loop = loops.observe(step)
-    if outcome.status is not None:
-        return outcome
-    if loop is not None:
-        return RunOutcome(
-            RunStatus.FAILED, failure_code=codes.LOOP_DETECTED, failure_detail=loop.detail
-        )
-    return past_step_limit(agent, step.number) or outcome
-
-
-def settle_turn(
-    agent: AgentDefinition, taken: Sequence[TakenStep], loops: LoopTracker | None
-) -> tuple[list[TakenStep], RunOutcome]:
-    """A turn's steps up to the first that ends the run, and the run's outcome after them: that
-    ending, else awaiting approval when any step waits for a person, else still running.
-    `loops` None (steps carrying out approval decisions) checks only the step limit. Shared
-    with replay."""
-    kept: list[TakenStep] = []
-    waiting = False
-    for step, outcome, effects in taken:
-        if loops is not None:
-            outcome = continue_or_end(agent, step, outcome, loops)
-        elif outcome.status is None:
-            outcome = past_step_limit(agent, step.number) or outcome
-        kept.append((step, outcome, effects))
-        if outcome.status is RunStatus.AWAITING_APPROVAL:
-            waiting = True
-        elif outcome.status is not None:
-            return kept, outcome
-    return kept, AWAITS if waiting else RunOutcome()
-
-
-def _failed(draft: StepDraft, code: str, detail: str, action: Action | None = None) -> TakenStep:
-    step = draft.freeze(StepStatus.FAILED, action=action, result={"error": detail}, error_code=code)
-    return step, RunOutcome(RunStatus.FAILED, failure_code=code, failure_detail=detail), ()
-
-
-def _exhausted(draft: StepDraft, exc: BudgetExhausted) -> TakenStep:
-    """A step a budget cut short after it asked the model: what it asked is recorded, with the
-    action a refused tool call was for, and the run ends `budget_exhausted`."""
-    action = exc.action if isinstance(exc.action, Action) else None
-    result: JSON = {"error": exc.message}
-    step = draft.freeze(
-        StepStatus.FAILED, action=action, result=result, error_code=codes.BUDGET_EXHAUSTED
-    )
-    return step, exc.outcome, ()
 
 
 class RunLoop:
@@ -204,6 +84,7 @@ class RunLoop:
         # replay shares). Weak values: an entry lives exactly as long as its `drive` call.
         self._gates: weakref.WeakValueDictionary[uuid.UUID, RunGate] = weakref.WeakValueDictionary()
         self._budgets = budgets
+        self._decider = Decider(models, settings)
 
     def loop_tracker(self) -> LoopTracker:
         """Loop detection as configured, fed one step at a time."""
@@ -321,16 +202,18 @@ class RunLoop:
 
         by_name = {t.name: t for t in tools}
         try:
-            actions = await self._decide(agent, messages, by_name, draft, run.deployment, budget)
+            actions = await self._decider.decide(
+                agent, messages, by_name, draft, run.deployment, budget
+            )
         except ServingError as exc:
-            return [_failed(draft, exc.code, exc.message)]
+            return [failed_step(draft, exc.code, exc.message)]
         except BudgetExhausted as exc:
             if not draft.attempts:
                 raise
-            return [_exhausted(draft, exc)]
+            return [exhausted_step(draft, exc)]
         if actions is None:
             detail = f"no valid action after {self._settings.max_decision_attempts} attempts"
-            return [_failed(draft, codes.INVALID_MODEL_OUTPUT, detail)]
+            return [failed_step(draft, codes.INVALID_MODEL_OUTPUT, detail)]
         if len(actions) == 1:
             return [await self._act(run, draft, actions[0], by_name, history)]
         room = agent.max_steps - run.step_count
@@ -419,13 +302,14 @@ class RunLoop:
             documents=self._documents,
             embedder=self._models.embedder(),
             search_tags=search_tags,
+            access_tags=run.access_tags,
         )
         t0 = time.perf_counter()
         try:
             result = await tool.run(action.args, tool_ctx)
         except ServingError as exc:
             draft.tool_ms = (time.perf_counter() - t0) * 1000
-            return _failed(draft, exc.code, exc.message, action)
+            return failed_step(draft, exc.code, exc.message, action)
         draft.tool_ms = (time.perf_counter() - t0) * 1000
         draft.prompt_tokens += result.prompt_tokens
         step = draft.freeze(StepStatus.COMPLETED, action=action, result=result.data)
@@ -492,7 +376,7 @@ class RunLoop:
             return [], 0, None
         search = SearchService(self._documents, self._models.embedder())
         gate = self._gates.get(run.id)
-        scope = SearchFilter(any_tags=gate.search_tags) if gate is not None else None
+        scope = run_scope(run, gate.search_tags if gate is not None else ())
         try:
             found = await search.search(
                 run.tenant_id,
@@ -505,96 +389,3 @@ class RunLoop:
             # it saw no passages.
             return [], 0, exc.code
         return [Passage.from_hit(h) for h in found.result.hits], found.prompt_tokens, None
-
-    async def _admitted_chat(
-        self, model: ChatModel, conversation: list[Message], schema: JSON, max_tokens: int
-    ) -> ChatResult:
-        """A chat call that waits while every deployment is at its in-flight cap.
-
-        An overloaded engine is back-pressure, not a failure of the run: the step waits for a
-        slot (bounded by `overload_wait_s`) instead of failing work that was already accepted.
-        """
-        deadline = time.monotonic() + self._settings.overload_wait_s
-        while True:
-            try:
-                return await model.chat(
-                    conversation,
-                    json_schema=schema,
-                    max_tokens=max_tokens,
-                )
-            except ModelOverloaded as exc:
-                if time.monotonic() + exc.retry_after_s > deadline:
-                    raise
-                await asyncio.sleep(exc.retry_after_s)
-
-    async def _decide(
-        self,
-        agent: AgentDefinition,
-        messages: list[Message],
-        tools: Mapping[str, Tool[Any]],
-        draft: StepDraft,
-        pinned: str | None = None,
-        budget: RunBudget = UNLIMITED,
-    ) -> list[Action] | None:
-        """Ask for an action (or, with parallel calls, several) until the answer validates;
-        None when every attempt was invalid.
-
-        `pinned` (the run's `deployment`) sends every call to that deployment instead of routing
-        by the agent's role: a fork onto another model is decided by that model or not at all.
-        """
-        if pinned is None:
-            model = self._models.chat_model(agent.model_role)
-        else:
-            model = self._models.pinned_chat_model(agent.model_role, pinned)
-        parallel = agent.parallel_calls
-        schema = action_schema(list(tools.values()), parallel)
-        # Each call's strings are bounded to fit one decision's tokens (`agent.decision`), so
-        # N calls at once may need N times that; budgets reserve what the call may spend.
-        max_tokens = self._settings.decision_max_tokens * parallel
-        conversation = list(messages)
-        for _ in range(self._settings.max_decision_attempts):
-            try:
-                # Reserved on the run's budgets before the call, settled with its usage after.
-                spent = draft.prompt_tokens + draft.completion_tokens
-                first = not draft.attempts
-                async with budget.model_call(conversation, spent, first, max_tokens) as meter:
-                    answer = await self._admitted_chat(model, conversation, schema, max_tokens)
-                    meter.charge(answer.usage.total_tokens)
-            except ModelOutputError as exc:
-                draft.attempts.append(
-                    {"error": exc.code, "detail": exc.message, "deployment": exc.deployment}
-                )
-                continue
-            draft.prompt_tokens += answer.usage.prompt_tokens
-            draft.completion_tokens += answer.usage.completion_tokens
-            draft.model_ms += answer.latency_ms
-            attempt: JSON = {
-                "raw": answer.content[:4000],
-                "finish_reason": answer.finish_reason,
-                "model": answer.model,
-                "deployment": answer.deployment,
-                "latency_ms": round(answer.latency_ms, 3),
-            }
-            draft.attempts.append(attempt)
-            try:
-                if parallel > 1:
-                    actions = parse_decision(answer.content, tools, parallel)
-                else:
-                    actions = [parse_action(answer.content, tools)]
-            except InvalidAction as exc:
-                attempt["error"] = exc.reason
-                # Shown after the stable prefix, so a retry still hits the prefix cache.
-                conversation.append({"role": "assistant", "content": answer.content[:4000]})
-                conversation.append(
-                    {
-                        "role": "user",
-                        "content": f"That answer was invalid: {exc.reason}. "
-                        "Answer again with exactly one JSON object.",
-                    }
-                )
-                continue
-            draft.deployment = answer.deployment
-            for admitted, action in enumerate(actions):
-                await budget.admit_tool_call(action.tool, action, admitted)
-            return actions
-        return None

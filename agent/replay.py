@@ -21,9 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from agent.context import Passage, context_record, passages_from_record
+from agent.deciding import ModelResolver
 from agent.domain import AgentDefinition, Run, RunOutcome, RunStatus, Step, StepStatus
 from agent.errors import Conflict, NotFound
-from agent.loop import ModelResolver, RunLoop, past_step_limit, settle_turn
+from agent.loop import RunLoop
 from agent.ports import AgentStore, DocumentStore, RunStore
 from agent.replay_compare import (
     Divergence,
@@ -44,6 +45,7 @@ from agent.replay_recorded import (
 )
 from agent.settings import AgentSettings
 from agent.tools import Tool
+from agent.turns import past_step_limit, settle_turn
 
 DECIDED_ENDINGS = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED})
 """Endings the loop's own decisions produce; any other status ended (or paused) the run from
@@ -109,10 +111,17 @@ class ReplayService:
         self._tools = tools
         self._settings = settings
 
-    async def replay(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> ReplayReport:
+    async def replay(
+        self,
+        run_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        *,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> ReplayReport:
         """Compare run `run_id` (of `tenant_id`; None = any tenant, operators only) with what
-        today's code decides over its recorded model outputs and tool results."""
-        run = await self._runs.get_run(run_id, tenant_id)
+        today's code decides over its recorded model outputs and tool results. A run that a
+        restricted key (`access_tags`) may not see is `NotFound`, like another tenant's."""
+        run = await self._runs.get_run(run_id, tenant_id, access_tags)
         if run is None:
             raise NotFound(f"run {run_id} not found")
         # Read after the run, the steps include all the run counted, and maybe more that a

@@ -132,7 +132,9 @@ class Services:
             self.tools(),
             EgressPolicy(self.settings.outbox.http_allow_hosts),
         )
-        self.governance = Governance(s.policies, s.approvals, s.audit, self.settings.governance)
+        self.governance = Governance(
+            s.policies, s.approvals, s.audit, self.settings.governance, sql=s.sql
+        )
         self.audit_sweep = AuditSweep(StepAuditRepository(s.engine), s.audit)
         self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
         self.budgets = BudgetService(

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.formats import MAX_DOCUMENT_BYTES
+
+DOCUMENT_BODY_BYTES = 4 * -(-MAX_DOCUMENT_BYTES // 3) + 2**20
+"""The largest document Garrison reads, base64-encoded, and a MiB for the JSON around it."""
+
 
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_", extra="ignore")
@@ -73,3 +78,6 @@ class ApiSettings(BaseSettings):
     port: int = Field(default=8600, ge=0, le=65535)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     """Requests larger than this are refused with 413 before they are read into memory."""
+    max_document_body_bytes: int = Field(default=DOCUMENT_BODY_BYTES, ge=1024)
+    """The same, for the endpoints that ingest documents (the larger of the two applies there):
+    by default a document as large as `garrison docs add` reads, sent base64-encoded."""

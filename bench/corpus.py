@@ -6,7 +6,8 @@ always start a chunk), with metadata that selects 1% (`p1`) and 10% (`p10`) of t
 Vectors come from a mixture of 400 Gaussian clusters in 384 dimensions (unit-normalised),
 seeded from the text, so the same text always embeds the same way and neighbours have
 structure, as real sentence embeddings do. Uniformly random vectors would be a harder and less
-realistic case for HNSW; queries are fresh draws from the same mixture, never corpus members.
+realistic case for HNSW. Queries are chunks of documents the load never stored (`chunk_texts`),
+embedded by the load's own embedder: for the stand-in, fresh draws from the same mixture.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from multiprocessing import get_context
 from typing import Any
 
 from agent.formats import DocumentFormat
-from agent.services.document_input import DocumentInput
+from agent.services.document_input import DocumentInput, prepare
 from agent.services.ingest import PendingDocument
+from agent.settings import AgentSettings
 from serving.types import EmbeddingResult, Usage
 
 DIM = 384
@@ -135,6 +137,17 @@ def documents(count: int, seed: int = 11) -> Iterator[PendingDocument]:
 
 def _given(doc: DocumentInput) -> Callable[[], DocumentInput]:
     return lambda: doc
+
+
+def chunk_texts(count: int, seed: int) -> list[str]:
+    """The texts ingestion would embed for `count` chunks of `documents(..., seed)`. With another
+    seed than a load's, they are chunks of the same kind that the load never stored: queries
+    in the embedder's own space, whichever embedder it is."""
+    settings = AgentSettings()
+    texts: list[str] = []
+    for pending in documents(count // SECTIONS + 1, seed=seed):
+        texts += prepare(pending.label, pending.load(), settings).embedding_inputs()
+    return texts[:count]
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:

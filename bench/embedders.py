@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -54,6 +55,8 @@ from serving.settings import ServingSettings
 
 COSINE_TEXTS = 200
 BASELINE = "sentence-transformers, plain loop"
+CHOSEN = f"ONNX Runtime in process, int8 ({DEFAULT_BATCH}/batch)"
+"""The appliance's default embedder on the bundled registry."""
 Timed = tuple[float, list[list[float]]]
 
 
@@ -208,58 +211,69 @@ def report(candidates: list[Candidate], texts: list[str]) -> None:
         )
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def compare(
+    texts: list[str], rounds: int, *, engine: bool = True, variants: bool = True
+) -> list[Candidate]:
+    """The candidates, measured on `texts` taking turns over `rounds`. Without `variants`, only
+    the issue's baseline (the plain loop) and the appliance's choice (CHOSEN)."""
     shared = EngineSettings()
     env = locate(shared)
     python = env.require()
     model = minilm_dir(env)
-    texts = prose_chunks(args.texts)
     work = Path(tempfile.mkdtemp(prefix="garrison-embedders-"))
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     onnx_root = shared.models_dir / "minilm-onnx"
-    folders = {p: convert(model, onnx_root / p.value, p).path for p in Precision}
-    full = full_int8(model, onnx_root / "int8-all-linears")
+    precisions = list(Precision) if variants else [Precision.INT8]
+    folders = {p: convert(model, onnx_root / p.value, p).path for p in precisions}
     worker = SentenceTransformersWorker(python, model, texts_file)
-    engine = None if args.no_engine else Engine(python, model, work / "engine")
+    started = Engine(python, model, work / "engine") if engine else None
     client = None
     try:
-        candidates = [
-            Candidate(BASELINE, lambda s, e: worker.run("loop", s, e)),
-            Candidate(
-                "sentence-transformers, batched (32)", lambda s, e: worker.run("batch", s, e)
-            ),
-        ]
-        if engine is not None:
-            url = await engine.start()
-            client = embed_client(ServingSettings(embed_url=url, embed_model=engine.served_name))
+        candidates = [Candidate(BASELINE, lambda s, e: worker.run("loop", s, e))]
+        if variants:
+            candidates.append(
+                Candidate(
+                    "sentence-transformers, batched (32)", lambda s, e: worker.run("batch", s, e)
+                )
+            )
+        if started is not None:
+            url = await started.start()
+            client = embed_client(ServingSettings(embed_url=url, embed_model=started.served_name))
             await client.embed(texts[:4])
             candidates.append(
                 Candidate(
                     "vLLM CPU engine via Garrison's client (64/request)", _engine_run(client, texts)
                 )
             )
-        candidates += [
-            onnx_candidate(
-                f"ONNX Runtime in process, float32 ({DEFAULT_BATCH}/batch)",
-                folders[Precision.FLOAT32],
-                texts,
-            ),
-            onnx_candidate(
-                f"ONNX Runtime in process, int8 ({DEFAULT_BATCH}/batch)",
-                folders[Precision.INT8],
-                texts,
-            ),
-            onnx_candidate("ONNX int8, every linear quantised (not used)", full, texts),
-        ]
-        await measure(candidates, texts, args.rounds)
-        report(candidates, texts)
+        if variants:
+            candidates.append(
+                onnx_candidate(
+                    f"ONNX Runtime in process, float32 ({DEFAULT_BATCH}/batch)",
+                    folders[Precision.FLOAT32],
+                    texts,
+                )
+            )
+        candidates.append(onnx_candidate(CHOSEN, folders[Precision.INT8], texts))
+        if variants:
+            full = full_int8(model, onnx_root / "int8-all-linears")
+            candidates.append(
+                onnx_candidate("ONNX int8, every linear quantised (not used)", full, texts)
+            )
+        await measure(candidates, texts, rounds)
+        return candidates
     finally:
         worker.close()
         if client is not None:
             await client.aclose()
-        if engine is not None:
-            engine.stop()
+        if started is not None:
+            started.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    texts = prose_chunks(args.texts)
+    report(await compare(texts, args.rounds, engine=not args.no_engine), texts)
 
 
 def _engine_run(client: Any, texts: list[str]) -> Callable[[int, int], Awaitable[Timed]]:

@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.services.document_input import prepare
 from agent.services.index_timing import LoadRates, start_build_now
 from agent.services.ingest import TAIL_CHUNKS
-from agent.settings import AgentSettings
-from bench.corpus import documents, exclusive_seconds, prose_chunks, union_seconds
+from bench.corpus import chunk_texts, exclusive_seconds, prose_chunks, union_seconds
 
 Intervals = list[tuple[float, float]]
 
@@ -77,12 +75,8 @@ class Probe:
 async def probe(embedder: Any, texts: int, group: int) -> Probe:
     """Time `embedder` on `texts` prose passages and as many corpus chunks, in groups of
     `group` texts as the pipeline sends them, after one warm-up call (the model loads then)."""
-    settings = AgentSettings()
-    corpus: list[str] = []
-    for pending in documents(texts // 10 + 1, seed=12345):
-        corpus += prepare(pending.label, pending.load(), settings).embedding_inputs()
     await embedder.embed(prose_chunks(group, seed=1))  # loads the model, warms its arenas
-    prose, corpus = prose_chunks(texts), corpus[:texts]
+    prose, corpus = prose_chunks(texts), chunk_texts(texts, seed=12345)
     # Two rounds, taking turns, so that a burst of load on a shared machine hits both alike.
     half = texts // 2
     seconds = [0.0, 0.0]

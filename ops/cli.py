@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -95,13 +95,25 @@ app = typer.Typer(
 
 
 @app.callback()
-def root(ctx: typer.Context) -> None:
+def root(
+    ctx: typer.Context,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="GARRISON_API_KEY",
+            show_envvar=True,
+            help="Act as this API key (its roles, its tenant only) instead of as the local "
+            "administrator. Prefer the variable: a command line is visible to other users.",
+        ),
+    ] = None,
+) -> None:
     """Garrison: the model decides, code does everything else.
 
     Configuration comes from GARRISON_* environment variables (GARRISON_DATABASE_URL,
     GARRISON_DATA_DIR, GARRISON_CHAT_URL, GARRISON_EMBED_URL, ...).
     """
-    ctx.obj = CliState()
+    ctx.obj = CliState(key)
 
 
 app.command("up")(up.up)

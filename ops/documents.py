@@ -13,18 +13,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agent.formats import (
+    MAX_DOCUMENT_BYTES,
     SUFFIXES,
-    DocumentFormat,
     UnreadableDocument,
     clean_title,
-    detect,
     markdown_title,
-    parse_bytes,
+    parse_document,
+    too_large,
 )
 from agent.services.document_input import DocumentInput
-
-MAX_FILE_BYTES = 20 * 1024 * 1024
-SNIFF_BYTES = 64
 
 
 def expand(paths: Sequence[Path]) -> tuple[list[Path], int]:
@@ -74,27 +71,19 @@ def read_document(
         size = path.stat().st_size
         if path.is_dir():
             raise UnreadableDocument("is a directory")
-        if size > MAX_FILE_BYTES:
-            limit = MAX_FILE_BYTES // 2**20
-            raise UnreadableDocument(
-                f"file is too large ({size / 2**20:.1f} MiB; the limit is {limit} MiB)"
-            )
+        if size > MAX_DOCUMENT_BYTES:  # checked before reading, so a huge file costs no memory
+            raise UnreadableDocument(too_large(size))
         raw = path.read_bytes()
     except FileNotFoundError:
         raise UnreadableDocument("file not found") from None
     except OSError as exc:
         raise UnreadableDocument(f"cannot read: {exc.strerror or exc}") from None
-    if not raw.strip():
-        raise UnreadableDocument("empty file")
-    parsed = parse_bytes(raw, detect(path.name, raw[:SNIFF_BYTES]))
+    parsed = parse_document(raw, name=path.name)
     source = str(path.resolve())
     return DocumentInput(
         text=parsed.text,
         title=title or parsed.title or path.name,
-        # HTML comes out with Markdown headings; PDF text has no structure to keep.
-        format=DocumentFormat.TEXT
-        if parsed.format is DocumentFormat.TEXT
-        else DocumentFormat.MARKDOWN,
+        format=parsed.text_format,
         metadata={"filename": path.name, "bytes": size, "format": parsed.format.value}
         | (metadata or {}),
         tags=tuple(tags),

@@ -1,17 +1,18 @@
 """The CLI's composition root: settings once per invocation, services for one command.
 
-`CliState` is the root context object; it builds `Settings` (pydantic-settings reads GARRISON_*
-at that moment, never at import). `open_runtime` is the only way a command reaches the
-database: it resolves the URL (starting or attaching to the embedded server), checks the
-connection, brings the schema to the state the command needs, opens the same `Services` the API
-uses, and on the way out closes them and lets go of the embedded server. `execute` runs one
-command's coroutine and turns expected failures into `error[<code>]` and an exit code.
+`CliState` is the root context object; it builds `Settings` and `CliSettings` (pydantic-settings
+reads GARRISON_* at that moment, never at import) and holds the `--key`. `open_runtime` is the
+only way a command reaches the database: it resolves the URL (starting or attaching to the
+embedded server), checks the connection, brings the schema to the state the command needs,
+opens the same `Services` the API uses, admits the caller through the invocation's `Gate`
+(`ops.access`), and on the way out closes them and lets go of the embedded server. `execute`
+and `with_services` run one command's coroutine, never before its caller is admitted, and turn
+expected failures into `error[<code>]` and an exit code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, nullcontext
@@ -29,8 +30,11 @@ from agent.settings import AgentSettings, ApiSettings
 from datastore import migrate
 from datastore.settings import DatabaseSettings
 from datastore.store import DatabaseLocation
+from ops.access import Caller, Gate
+from ops.command_roles import command_path
 from ops.errors import EXPECTED, INFRASTRUCTURE, USAGE, CliError, classify
 from ops.output import Output, ProgressStep
+from ops.settings import CliSettings
 from serving.settings import ServingSettings
 
 SchemaPolicy = Literal["upgrade", "check", "auto", "none"]
@@ -41,18 +45,22 @@ Progress = Callable[[str], AbstractContextManager[ProgressStep]]
 
 _PREFIXES = {
     cls.__name__: cls.model_config.get("env_prefix", "")
-    for cls in (DatabaseSettings, ServingSettings, AgentSettings, ApiSettings)
+    for cls in (DatabaseSettings, ServingSettings, AgentSettings, ApiSettings, CliSettings)
 }
 
 
 class CliState:
-    """The root context object: the settings, or why they could not be built."""
+    """The root context object: the settings (or why they could not be built) and the key."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key
         self._settings: Settings | None = None
+        self._cli: CliSettings | None = None
+        self._gate: Gate | None = None
         self._problem = ""
         try:
             self._settings = Settings()
+            self._cli = CliSettings()
         except ValidationError as exc:
             # Reported by the command, in its own output mode, rather than here in the callback.
             self._problem = _describe_invalid(exc)
@@ -62,6 +70,15 @@ class CliState:
         if self._settings is None:
             raise CliError("invalid_configuration", self._problem, USAGE)
         return self._settings
+
+    def gate(self, ctx: typer.Context) -> Gate:
+        """The admission of the command `ctx` runs (one per invocation); `key_required` at once
+        when a key is required and none was given."""
+        if self._gate is None:
+            if self._cli is None:
+                raise CliError("invalid_configuration", self._problem, USAGE)
+            self._gate = Gate(command_path(ctx), self.key, require_key=self._cli.require_key)
+        return self._gate
 
     @classmethod
     def of(cls, ctx: typer.Context) -> CliState:
@@ -75,14 +92,13 @@ class Runtime:
     url: str
     services: Services
     embedded: bool
+    caller: Caller
+    """Who the command acts as: its actor in the audit log, and the tenant it may see."""
 
 
-def actor() -> str:
-    """Who the audit log says did it: the operating-system user running the CLI."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # containers often run as a uid with no passwd entry
-        return f"cli:uid-{os.getuid()}"
+def gate_for(ctx: typer.Context) -> Gate:
+    """The admission of the command `ctx` runs, for `open_runtime`."""
+    return CliState.of(ctx).gate(ctx)
 
 
 def _silent(_label: str) -> AbstractContextManager[ProgressStep]:
@@ -91,7 +107,7 @@ def _silent(_label: str) -> AbstractContextManager[ProgressStep]:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, schema: SchemaPolicy, progress: Progress = _silent
+    settings: Settings, *, schema: SchemaPolicy, gate: Gate, progress: Progress = _silent
 ) -> AsyncIterator[Runtime]:
     location = DatabaseLocation(settings.database)
     async with AsyncExitStack() as cleanup:
@@ -113,7 +129,11 @@ async def open_runtime(
                 step.detail = await asyncio.to_thread(_upgrade, url)
         elif schema in ("check", "auto"):
             await asyncio.to_thread(_require_current, url)
-        yield Runtime(settings=settings, url=url, services=services, embedded=embedded)
+        # After the schema step, so that the key is looked up in the schema this code expects.
+        caller = await gate.admit(services)
+        yield Runtime(
+            settings=settings, url=url, services=services, embedded=embedded, caller=caller
+        )
 
 
 def _upgrade(url: str) -> str:
@@ -139,6 +159,25 @@ def _require_current(url: str) -> None:
 def execute(
     ctx: typer.Context, out: Output, main: Callable[[Settings], Coroutine[Any, Any, None]]
 ) -> None:
+    """Run a host command, which opens what it needs itself (or no database at all). Its gate
+    has already refused a key (host commands run as the host's administrator only), so there
+    is nobody to admit before `main`."""
+
+    async def admitted(settings: Settings) -> None:
+        gate = gate_for(ctx)
+        if not gate.host:
+            # Fail closed: a tenant command run this way would skip the key's admission.
+            raise RuntimeError(
+                f"`garrison {gate.command}` is not a host command; run it with `with_services`"
+            )
+        await main(settings)
+
+    _run(ctx, out, admitted)
+
+
+def _run(
+    ctx: typer.Context, out: Output, main: Callable[[Settings], Coroutine[Any, Any, None]]
+) -> None:
     """Run one command's coroutine; expected failures become `error[<code>]` and an exit code."""
     try:
         settings = CliState.of(ctx).settings
@@ -160,13 +199,16 @@ def with_services(
     *,
     schema: SchemaPolicy = "auto",
 ) -> None:
-    """The usual command: open the runtime, run `body`, close everything."""
+    """The usual command: open the runtime (admitting the caller), run `body`, close
+    everything."""
 
     async def main(settings: Settings) -> None:
-        async with open_runtime(settings, schema=schema) as runtime:
+        # The gate first: `key_required` needs no database to refuse.
+        gate = gate_for(ctx)
+        async with open_runtime(settings, schema=schema, gate=gate) as runtime:
             await body(runtime)
 
-    execute(ctx, out, main)
+    _run(ctx, out, main)
 
 
 def database_label(db: DatabaseSettings) -> str:

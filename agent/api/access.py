@@ -22,8 +22,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from agent.api.deps import get_principal
-from agent.api.roles import PUBLIC_ROUTES, ROUTE_ROLES, ROUTE_ROLES_STATE, Route, holds
+from agent.api.roles import PUBLIC_ROUTES, ROUTE_ROLES, ROUTE_ROLES_STATE, Route
 from agent.domain import Role
+from agent.roles import holds
 
 ROLE_EXTENSION = "x-required-role"
 

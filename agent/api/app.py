@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from agent.api.access import apply_role_table
+from agent.api.document_schemas import DOCUMENT_UPLOAD_PATHS
 from agent.api.errors import install_error_handlers
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.requestid import RequestIdMiddleware
@@ -69,7 +70,14 @@ def create_app(settings: Settings, url: str, *, services: Services | None = None
         # Listed outermost first: the request id must exist before a 413 is written.
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
+            Middleware(
+                BodyLimitMiddleware,
+                max_body_bytes=settings.api.max_body_bytes,
+                path_limits=dict.fromkeys(
+                    DOCUMENT_UPLOAD_PATHS,
+                    max(settings.api.max_body_bytes, settings.api.max_document_body_bytes),
+                ),
+            ),
         ],
     )
     if services is not None:

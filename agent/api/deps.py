@@ -17,9 +17,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from agent.api.roles import ROUTE_ROLES_STATE, bound_role, holds, refusal
+from agent.api.roles import ROUTE_ROLES_STATE, bound_role
 from agent.domain import Principal
-from agent.errors import Forbidden, NotFound, Unauthorized
+from agent.errors import NotFound, Unauthorized
+from agent.roles import require
 from agent.runtime import Services
 
 # auto_error=False: a missing or non-Bearer header must fail through our Unauthorized, with
@@ -55,8 +56,7 @@ async def get_principal(
     if credentials is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer gk_...)")
     principal = await services.keys.authenticate(credentials.credentials)
-    if not holds(principal.roles, needed):
-        raise Forbidden(refusal(principal.roles, needed, where))
+    require(principal.roles, needed, where)
     return principal
 
 

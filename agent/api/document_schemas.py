@@ -6,33 +6,85 @@ fields and bound every string and list, so a malformed request is a 422 before a
 
 from __future__ import annotations
 
+import binascii
 import uuid
+from base64 import b64decode
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, Json, JsonValue, StringConstraints
+from pydantic import (
+    BeforeValidator,
+    Field,
+    Json,
+    JsonValue,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from agent.api.schemas import Model, Request, StorableObject, StorableText
 from agent.domain import ChunkHit, Document, SearchPlan, StoredChunk
-from agent.formats import DocumentFormat
+from agent.formats import MAX_DOCUMENT_BYTES, DocumentFormat
 from agent.services.ingest import IngestOutcome
 from agent.services.search import SearchMode
 
 DOCUMENTS_PATH = "/v1/documents"
+DOCUMENT_UPLOAD_PATHS = (DOCUMENTS_PATH, f"{DOCUMENTS_PATH}/batch")
+"""The paths whose bodies may carry whole documents (`api.max_document_body_bytes`)."""
 SEARCH_PATH = "/v1/search"
 MAX_BATCH = 500
+_ASCII_SPACE = b" \t\r\n"
 
 Tag = Annotated[StorableText, StringConstraints(min_length=1, max_length=64)]
-TextFormat = Literal[DocumentFormat.TEXT, DocumentFormat.MARKDOWN, DocumentFormat.HTML]
+
+
+def _base64(value: object) -> bytes:
+    # Empty is valid base64 (no bytes): an empty file, refused as one when it is read.
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    # Strict (standard alphabet, padding), but line breaks as MIME and `base64` write are fine.
+    compact = value.encode("ascii", "replace").translate(None, _ASCII_SPACE)
+    try:
+        return b64decode(compact, validate=True)
+    except binascii.Error:
+        raise ValueError("is not valid base64 (standard alphabet, with padding)") from None
+
+
+Base64Document = Annotated[
+    bytes,
+    BeforeValidator(_base64),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
 
 
 class DocumentCreate(Request):
     title: Annotated[StorableText, Field(min_length=1, max_length=300)] | None = None
-    """Default: the title the content declares (a Markdown heading, the HTML `<title>`), else
-    its first line."""
-    text: StorableText = Field(min_length=1, max_length=1_000_000)
-    format: TextFormat = DocumentFormat.TEXT
-    """How to read `text`: `text`, `markdown` (headings give structure) or `html`."""
+    """Default: the title the content declares (a Markdown heading, the HTML `<title>`, the PDF's
+    metadata), else its first line."""
+    text: Annotated[StorableText, Field(min_length=1, max_length=1_000_000)] | None = None
+    """The document as text. Exactly one of `text` and `content_base64` is given."""
+    content_base64: Base64Document | None = Field(
+        default=None,
+        description=(
+            "The document's bytes (a PDF, or a text, Markdown or HTML file), base64-encoded, at "
+            f"most {MAX_DOCUMENT_BYTES // 2**20} MiB decoded; read as `garrison docs add` reads "
+            "a file. One that cannot be read (a corrupt PDF, a binary file, an empty one) is "
+            "refused with `unreadable_document`, or reported in its batch item."
+        ),
+    )
+    format: DocumentFormat | None = None
+    """How to read the content: `text`, `markdown` (headings give structure), `html`, or `pdf`
+    (bytes only). Default: `text` for `text`; for bytes, detected from their signature, then
+    from the extension of `source`, else text."""
+
+    @model_validator(mode="after")
+    def _one_content(self) -> DocumentCreate:
+        if (self.text is None) == (self.content_base64 is None):
+            raise ValueError("give exactly one of `text` and `content_base64`")
+        if self.text is not None and self.format is DocumentFormat.PDF:
+            raise ValueError("a PDF is given as `content_base64`, not as `text`")
+        return self
+
     metadata: StorableObject | None = None
     """Any JSON object up to 16 KiB, stored with the document and matched by search filters."""
     tags: list[Tag] = Field(default_factory=list, max_length=32)
@@ -97,7 +149,7 @@ class BatchItem(Model):
             document=None if doc is None else DocumentIngested.from_domain(doc, outcome.status),
             error=None
             if outcome.reason is None
-            else BatchError(code="invalid_document", message=outcome.reason),
+            else BatchError(code=outcome.code or "invalid_document", message=outcome.reason),
         )
 
 

@@ -19,21 +19,16 @@ The matrix, and why:
   duties, so a key that submits work cannot approve its own side effects. Give one key both
   roles where one person does both.
 * `admin` — holds every role, and alone sees appliance-wide facts (the model deployments).
+
+Which role holds which is not decided here but in `agent.roles`, which the CLI's command table
+(`ops.command_roles`) shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from agent.domain import Role
-
-IMPLIED: Mapping[Role, frozenset[Role]] = {
-    Role.ADMIN: frozenset(Role),
-    Role.OPERATOR: frozenset({Role.OPERATOR, Role.CLIENT}),
-    Role.APPROVER: frozenset({Role.APPROVER}),
-    Role.CLIENT: frozenset({Role.CLIENT}),
-}
-"""The roles each role holds: itself and, for admin and operator, the ones below it."""
 
 Route = tuple[str, str]
 """(HTTP method, path template), e.g. ("POST", "/v1/runs/{run_id}/cancel")."""
@@ -78,11 +73,6 @@ class UndeclaredRoute(RuntimeError):
     """A route asked for a caller but has no row in `ROUTE_ROLES`: a bug, refused (fail closed)."""
 
 
-def holds(roles: Iterable[Role], needed: Role) -> bool:
-    """Whether a key with `roles` may do what needs `needed`."""
-    return any(needed in IMPLIED[role] for role in roles)
-
-
 def bound_role(bound: Mapping[int, Role] | None, route: object, where: str) -> Role:
     """The role bound to the matched `route` (by its id) when the app was built;
     `UndeclaredRoute` for a route that was not there then (so never checked against the
@@ -94,12 +84,3 @@ def bound_role(bound: Mapping[int, Role] | None, route: object, where: str) -> R
             "(agent.api.roles.ROUTE_ROLES, applied by agent.api.access.apply_role_table)"
         )
     return role
-
-
-def refusal(roles: Iterable[Role], needed: Role, operation: str) -> str:
-    """What a caller without the role is told: what it lacks and what it has."""
-    held = ", ".join(sorted(str(r) for r in roles)) or "none"
-    return (
-        f"this API key lacks the {needed} role, which {operation} needs (its roles: {held}); "
-        f"ask an administrator for a key with the {needed} role"
-    )

@@ -104,8 +104,9 @@ class StepStatus(StrEnum):
 
 
 class Role(StrEnum):
-    """Roles an API key can carry, inside its tenant. Which role each API operation needs, and
-    which roles imply which, is stated in one table: `agent.api.roles`."""
+    """Roles an API key can carry, inside its tenant. Which role each API operation and CLI
+    command needs is stated in one table per door (`agent.api.roles`, `ops.command_roles`);
+    which roles imply which, once for both: `agent.roles`."""
 
     ADMIN = "admin"
     OPERATOR = "operator"
@@ -132,6 +133,9 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    access_tags: tuple[str, ...] | None = None
+    """The key sees only documents carrying at least one of these tags; None: its whole tenant
+    (`agent.services.access`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,9 @@ class Principal:
     tenant_id: uuid.UUID
     key_id: uuid.UUID
     roles: tuple[Role, ...]
+    access_tags: tuple[str, ...] | None = None
+    """The key's access tags: only documents carrying at least one of them exist for this
+    caller (search, read, delete, and the runs it submits); None: the whole tenant."""
 
     @property
     def actor(self) -> str:
@@ -194,6 +201,11 @@ class Run:
     """Steps 1..N were copied from the parent; the rest ran live."""
     deployment: str | None = None
     """The deployment every decision of this run is pinned to; None routes by the agent's role."""
+    api_key_id: uuid.UUID | None = None
+    """The API key that submitted the run (None: the CLI or a system); its audit entries name it."""
+    access_tags: tuple[str, ...] | None = None
+    """The submitting key's access tags, snapshotted at submission: the run's searches see only
+    documents carrying one of them (none at all when empty); None: the whole tenant."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ class Document:
     source: str | None
     metadata: JSON
     tags: tuple[str, ...]
-    """Access tags, matched by search filters."""
+    """Access tags: matched by search filters, and by the access tags of API keys."""
     content_hash: str
     chunk_count: int
     version: int
@@ -85,10 +85,14 @@ class SearchFilter:
     """The document carries at least one of these tags."""
     metadata: JSON = field(default_factory=dict)
     """The document's metadata contains this object (JSON containment, `@>`)."""
+    access_tags: tuple[str, ...] | None = None
+    """The caller's access scope (an API key's tags, or a run's snapshot of them): the document
+    carries at least one of these, on top of every condition above; `()` matches nothing.
+    None: the whole tenant. Set by the services from who is asking, never from a request."""
 
     @property
     def empty(self) -> bool:
-        return not (self.tags or self.any_tags or self.metadata)
+        return not (self.tags or self.any_tags or self.metadata) and self.access_tags is None
 
 
 @dataclass(frozen=True, slots=True)

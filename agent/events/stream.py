@@ -66,12 +66,15 @@ class EventStream:
         *,
         after: int | None = None,
         from_now: bool = False,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Watch:
         """A watch of the run's events with id > `after` (all of them when None), or of those
-        still to come with `from_now`. `NotFound` for an unknown or another tenant's run."""
+        still to come with `from_now`. `NotFound` for an unknown or another tenant's run, or
+        one a restricted key (`access_tags`) may not see; a run's scope never changes, so the
+        watch need not check it again."""
         if after is not None and not 0 <= after <= MAX_EVENT_ID:
             raise CallerError(f"an event id is between 0 and {MAX_EVENT_ID}")
-        run = await self._runs.get_run(run_id, tenant_id)
+        run = await self._runs.get_run(run_id, tenant_id, access_tags)
         if run is None:
             raise NotFound(f"run {run_id} not found")
         if from_now:

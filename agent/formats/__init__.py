@@ -1,22 +1,25 @@
 """Turning a document's bytes into (title, text) the chunker understands, per format.
 
-Plain text and Markdown pass through (Markdown headings are the structure the chunker follows);
-HTML and PDF are parsed by `agent.formats.html` and `agent.formats.pdf`, HTML headings rendered
-as Markdown headings so structure survives. Anything that cannot be read as a document raises
-`UnreadableDocument` with a reason a person can act on; reading files from disk (and their size
-limit) is the caller's business, not this package's.
+Each format has its parser: Markdown is parsed as CommonMark (`agent.formats.markdown`), HTML by
+an HTML5 parser (`agent.formats.html`), PDF by pypdf (`agent.formats.pdf`); Markdown and HTML
+come out as the chunker's structured text (ATX headings, fenced code), PDF as paragraphs, plain
+text as it is. Anything that cannot be read as a document raises `UnreadableDocument` with a
+reason a person can act on. Where the bytes come from (a file, an API request) is the caller's
+business; how large a document may be is decided here, once, for every caller.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.errors import CallerError
 
 MAX_TITLE_CHARS = 300
-_MD_HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+MAX_DOCUMENT_BYTES = 20 * 2**20
+"""The largest document read, in any format: the CLI's files and the API's uploads alike."""
+SNIFF_BYTES = 64
+"""How much of the start of a document `detect` needs to see."""
 
 
 class DocumentFormat(StrEnum):
@@ -50,9 +53,16 @@ class UnreadableDocument(CallerError):
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
     format: DocumentFormat
+    """The format the document was read as."""
     text: str
     title: str | None
     """The title the content itself declares (first heading, <title>, PDF metadata), if any."""
+
+    @property
+    def text_format(self) -> DocumentFormat:
+        """How `text` reads now: Markdown for what came out structured, else plain text."""
+        structured = (DocumentFormat.MARKDOWN, DocumentFormat.HTML)
+        return DocumentFormat.MARKDOWN if self.format in structured else DocumentFormat.TEXT
 
 
 def detect(name: str, head: bytes) -> DocumentFormat:
@@ -66,6 +76,22 @@ def detect(name: str, head: bytes) -> DocumentFormat:
     if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
         return DocumentFormat.HTML
     return DocumentFormat.TEXT
+
+
+def parse_document(
+    data: bytes, fmt: DocumentFormat | None = None, name: str = ""
+) -> ParsedDocument:
+    """A document's bytes read as `fmt`, or as the format `detect` finds (`name` may help)."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise UnreadableDocument(too_large(len(data)))
+    if not data.strip():
+        raise UnreadableDocument("empty file")
+    return parse_bytes(data, fmt or detect(name, data[:SNIFF_BYTES]))
+
+
+def too_large(size: int) -> str:
+    limit = MAX_DOCUMENT_BYTES // 2**20
+    return f"file is too large ({size / 2**20:.1f} MiB; the limit is {limit} MiB)"
 
 
 def parse_bytes(data: bytes, fmt: DocumentFormat) -> ParsedDocument:
@@ -92,19 +118,18 @@ def parse_text(text: str, fmt: DocumentFormat) -> ParsedDocument:
         return _require_text(parse_html(text), "the HTML has no visible text")
     if fmt is DocumentFormat.PDF:
         raise UnreadableDocument("PDF content must be given as bytes")
-    title = markdown_title(text) if fmt is DocumentFormat.MARKDOWN else None
-    return ParsedDocument(fmt, text, title)
+    if fmt is DocumentFormat.MARKDOWN:
+        from agent.formats.markdown import parse_markdown
+
+        return parse_markdown(text)
+    return ParsedDocument(fmt, text, None)
 
 
 def markdown_title(text: str) -> str | None:
-    """The first Markdown heading outside code fences."""
-    fenced = False
-    for line in text.splitlines():
-        if line.lstrip().startswith(("```", "~~~")):
-            fenced = not fenced  # a '# comment' in a code block is not a heading
-        elif not fenced and (match := _MD_HEADING.match(line)):
-            return clean_title(match.group(1))
-    return None
+    """The Markdown document's first top-level heading (ATX or setext), outside code."""
+    from agent.formats.markdown import parse_markdown
+
+    return parse_markdown(text).title
 
 
 def clean_title(value: str | None) -> str | None:

@@ -78,7 +78,9 @@ class AuditSweep:
         # The query selects by the same rule in SQL; this one is the reference.
         if not step_audit.audited(step, kinds):
             return 0
-        entry = step_audit.step_entry(unaudited.tenant_id, step, kinds, gated=is_gated(step))
+        entry = step_audit.step_entry(
+            unaudited.tenant_id, step, kinds, gated=is_gated(step), api_key_id=unaudited.api_key_id
+        )
         return 0 if await step_audit.append(self._audit, entry) is None else 1
 
 

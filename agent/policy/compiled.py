@@ -40,6 +40,8 @@ class CompiledPolicy:
     ttl_s: int | None
     untrusted_rules: bool
     """Whether any rule reads provenance (a `[provenance]` table or `untrusted` condition)."""
+    view_rules: bool = False
+    """Whether any rule reads the views of an sql_query (a `part = "view"` condition)."""
 
 
 def compile_document(document: PolicyDocument) -> CompiledPolicy:
@@ -62,6 +64,7 @@ def compile_document(document: PolicyDocument) -> CompiledPolicy:
         search_tags=frozenset(document.data.search_tags) if document.data else None,
         ttl_s=document.approvals.ttl_s if document.approvals else None,
         untrusted_rules=untrusted,
+        view_rules=any(c.part == "view" for rule in document.rules for c in rule.when),
     )
 
 
@@ -106,6 +109,10 @@ class EffectivePolicy:
     @property
     def reads_provenance(self) -> bool:
         return any(p.untrusted_rules for p in self.parts)
+
+    @property
+    def reads_views(self) -> bool:
+        return any(p.view_rules for p in self.parts)
 
     def evaluate(self, action: ProposedAction, ctx: EvaluationContext) -> Verdict:
         if not self.parts:

@@ -3,6 +3,8 @@
 Pure functions over JSON. An argument path is an argument name, then keys inside it; a string
 met on the way that holds JSON (http_request's `body`) is read as JSON, so `body.amount` works.
 Lists fan out: `to` is every recipient, and a condition matches when any one of them does.
+A `view` condition compares the views an sql_query reads, which the caller passes in: the SQL
+guard's parse of the `sql` argument (`agent.policy.sql_views`), never a pattern over its text.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any
 
@@ -72,12 +74,24 @@ def part_of(value: Any, part: str | None) -> Any:
     return email_domain(value) if part == "domain" else url_host(value)
 
 
-def holds(condition: Condition, arguments: JSON, untrusted: Collection[str]) -> bool:
+def holds(
+    condition: Condition,
+    arguments: JSON,
+    untrusted: Collection[str],
+    views: Sequence[str] | None = None,
+) -> bool:
     """Whether `condition` holds for a call with `arguments`; `untrusted` names the argument
-    paths provenance found to come from untrusted content."""
+    paths provenance found to come from untrusted content, `views` the views the call's SQL
+    reads (None: not known here)."""
     if condition.operator == "untrusted":
         return any(path == condition.arg or path.startswith(condition.arg + ".")
                    for path in untrusted)  # fmt: skip
+    if condition.part == "view":
+        if views is None:
+            # Unknown views fail closed: the rule applies (it can only deny or ask a person).
+            return True
+        # A query that reads no view reads nothing a list could allow or forbid.
+        return any(_test(condition.operator, condition.operand, v) for v in views)
     found = [part_of(v, condition.part) for v in values_at(arguments, condition.arg)]
     found = [v for v in found if v is not None]
     if not found:

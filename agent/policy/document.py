@@ -26,6 +26,12 @@ A policy is a TOML document (`agent.policy.file` reads it and points errors at t
     reason = "email leaving acme.com needs a human"
     when = [{ arg = "to", part = "domain", not_in = ["acme.com"] }]
 
+    [[rules]]                   # sql_query's SQL is judged by the views it reads
+    name = "payroll"
+    tools = ["sql_query"]
+    effect = "require_approval"
+    when = [{ arg = "sql", part = "view", in = ["payroll"] }]
+
 Only shapes and values are checked here; what a rule does to an action is
 `agent.policy.evaluators`.
 """
@@ -61,6 +67,9 @@ http_request's body)."""
 
 OPERATORS = ("equals", "in", "not_in", "matches", "regex", "greater_than", "less_than", "untrusted")
 Effect = Literal["deny", "require_approval"]
+VIEW_TOOL = "sql_query"
+"""The one tool whose argument a `view` condition reads: its `sql`."""
+VIEW_OPERATORS = ("equals", "in", "not_in", "matches", "regex")
 
 
 class Section(BaseModel):
@@ -73,8 +82,9 @@ class Condition(Section):
     items does; an argument the call does not have matches only `not_in`."""
 
     arg: ArgPath
-    part: Literal["domain", "host"] | None = None
-    """Compare a part of the value: an email address's `domain`, a URL's `host` (lowercased)."""
+    part: Literal["domain", "host", "view"] | None = None
+    """Compare a part of the value: an email address's `domain`, a URL's `host` (lowercased),
+    or each `view` an sql_query's `sql` reads, as the SQL guard parsed it."""
     equals: Scalar | None = None
     in_: list[Scalar] | None = Field(default=None, alias="in", max_length=MAX_LIST)
     not_in: list[Scalar] | None = Field(default=None, max_length=MAX_LIST)
@@ -94,6 +104,12 @@ class Condition(Section):
             listed = ", ".join(OPERATORS)
             found = ", ".join(given) or "none"
             raise ValueError(f"give exactly one operator of: {listed} (found: {found})")
+        if self.part == "view":
+            if self.arg != "sql":
+                raise ValueError('part = "view" reads sql_query\'s SQL: give arg = "sql"')
+            if given[0] not in VIEW_OPERATORS:
+                listed = ", ".join(VIEW_OPERATORS)
+                raise ValueError(f'part = "view" compares view names: use one of {listed}')
         return self
 
     @field_validator("regex")
@@ -129,6 +145,14 @@ class Rule(Section):
     """Conditions that must all hold; empty = every call of its tools."""
     reason: Text | None = None
     """What the model, the approver and the step record are told."""
+
+    @model_validator(mode="after")
+    def _views_of_sql_query(self) -> Rule:
+        # Only sql_query's calls have views; for any other tool the condition could never be
+        # evaluated, so a rule mixing them would be a rule that does not say what it does.
+        if any(c.part == "view" for c in self.when) and self.tools != [VIEW_TOOL]:
+            raise ValueError(f'a condition on part = "view" needs tools = ["{VIEW_TOOL}"]')
+        return self
 
 
 class Tools(Section):

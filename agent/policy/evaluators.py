@@ -32,6 +32,9 @@ class ProposedAction:
 class EvaluationContext:
     untrusted: frozenset[str] = frozenset()
     """Argument paths whose values came from untrusted content (`agent.policy.provenance`)."""
+    views: tuple[str, ...] | None = None
+    """The views an sql_query reads, as the SQL guard parsed them (`agent.policy.sql_views`);
+    None when not known, and `view` conditions then hold (they fail closed)."""
 
 
 NO_CONTEXT = EvaluationContext()
@@ -97,7 +100,7 @@ class ArgumentRule:
         rule = self.rule
         if rule.tools and action.tool not in rule.tools:
             return ALLOW
-        if not all(holds(c, action.arguments, ctx.untrusted) for c in rule.when):
+        if not all(holds(c, action.arguments, ctx.untrusted, ctx.views) for c in rule.when):
             return ALLOW
         reason = rule.reason or f"the policy rule {rule.name} applies to this call"
         if rule.effect == "deny":

@@ -13,8 +13,9 @@ the step's result tells the model why (the run fails `policy_denied` after
 approval request, and its commit parks the run (`awaiting_approval`) and inserts the approval
 in the same statement. A turn of parallel calls may park several actions at once: one approval
 each, decided independently; the run waits until every one is decided. `resume` is the step
-after a decision: the approved (maybe edited) action, checked once more against the policy, or
-the approver's refusal for the model.
+after a decision: the approved (maybe edited) action, checked once more against the policy (with
+its provenance traced again, and, for an sql_query, its views), or the approver's refusal for the
+model. An action the agent may no longer call, or whose arguments no longer validate, is refused.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ from agent.domain import (
     RunStatus,
     Step,
 )
-from agent.policy import step_audit
+from agent.policy import sql_views, step_audit
 from agent.policy.compiled import NO_POLICY, EffectivePolicy
 from agent.policy.evaluators import EvaluationContext, ProposedAction
-from agent.policy.provenance import Provenance
+from agent.policy.provenance import Provenance, Taint
 from agent.policy.settings import GovernanceSettings
 from agent.policy.verdicts import Allow, Deny, RequireApproval, Verdict, verdict_record
-from agent.ports import ApprovalStore, AuditLog, PolicyStore
+from agent.ports import ApprovalStore, AuditLog, PolicyStore, SqlCatalog, TenantSql
+from agent.sqlguard import Rejected
 from agent.tools import Tool
+from agent.tools.sql_query import refusal as sql_refusal
 
 GOES_ON = RunOutcome()
 """The run goes on: the outcome of a step that neither ends nor parks it."""
@@ -112,11 +115,13 @@ class Governance:
         approvals: ApprovalStore,
         audit: AuditLog,
         settings: GovernanceSettings,
+        sql: TenantSql | None = None,
     ) -> None:
         self._policies = policies
         self._approvals = approvals
         self._audit = audit
         self.settings = settings
+        self._sql = sql
 
     async def open(self, run: Run, agent: AgentDefinition, history: Sequence[Step]) -> RunGate:
         records = await self._policies.active(run.tenant_id, agent.name)
@@ -125,13 +130,16 @@ class Governance:
         awaiting = tuple(step for step in last_turn(history) if is_gated(step))
         decided = {s.number: await self._approvals.for_step(run.id, s.number) for s in awaiting}
         provenance = Provenance.of_run(run.input, agent.instructions, history)
-        return RunGate(self, run, policy, provenance, awaiting, decided)
+        catalog = await sql_views.catalog_for(policy, agent, self._sql)
+        return RunGate(self, run, policy, provenance, awaiting, decided, catalog)
 
     async def audit_step(self, run: Run, step: Step, effects: Sequence[OutboxEffect]) -> None:
         """Link a governed action to the audit log (`agent.policy.step_audit`), once: when the
         audit sweep has appended this step's entry already, nothing is written."""
         kinds = [e.kind for e in effects]
-        entry = step_audit.step_entry(run.tenant_id, step, kinds, gated=is_gated(step))
+        entry = step_audit.step_entry(
+            run.tenant_id, step, kinds, gated=is_gated(step), api_key_id=run.api_key_id
+        )
         await step_audit.append(self._audit, entry)
 
 
@@ -146,11 +154,14 @@ class RunGate:
         provenance: Provenance,
         awaiting: tuple[Step, ...],
         decided: Mapping[int, Approval | None],
+        catalog: SqlCatalog | None = None,
     ) -> None:
         self._governance = governance
         self._run = run
         self.policy = policy
         self._provenance = provenance
+        self._catalog = catalog
+        """What sql_query may read, when a `view` rule needs it (`agent.policy.sql_views`)."""
         self.awaiting = awaiting
         """The last turn's steps whose actions waited for a person, in the order proposed."""
         self.resume_due = bool(awaiting)
@@ -172,7 +183,9 @@ class RunGate:
             notes["provenance"] = [t.as_json() for t in taints]
         if not self.policy.active:
             return Ruling(notes, action)
-        ctx = EvaluationContext(untrusted=frozenset(t.path for t in taints))
+        ctx = self._context(action.tool, arguments, taints)
+        if isinstance(ctx, Rejected):
+            return Ruling(notes, None, sql_refusal(ctx))
         verdict = self.policy.evaluate(ProposedAction(action.tool, arguments), ctx)
         notes["policy"] = verdict_record(verdict, self.policy.version)
         if isinstance(verdict, Allow):
@@ -240,14 +253,33 @@ class RunGate:
             return self._denied(notes, denied, history, codes.POLICY_DENIED), tool, final
         if self.policy.active:
             # Approved by a person, so an approval requirement is met; a deny is not (the
-            # policy may have tightened while the run waited).
-            verdict = self.policy.evaluate(
-                ProposedAction(tool, action.arguments), EvaluationContext()
-            )
+            # policy may have tightened while the run waited, and an approver's edit may hold
+            # a value from untrusted content).
+            taints = self._provenance.approved(action.arguments, gated.decision.get("provenance"))
+            if taints:
+                notes["provenance"] = [t.as_json() for t in taints]
+            ctx = self._context(tool, action.arguments, taints)
+            if isinstance(ctx, Rejected):
+                return Ruling(notes, None, sql_refusal(ctx)), tool, final
+            verdict = self.policy.evaluate(ProposedAction(tool, action.arguments), ctx)
             notes["policy"] = verdict_record(verdict, self.policy.version)
             if isinstance(verdict, Deny):
                 return self._denied(notes, verdict, history, codes.POLICY_DENIED), tool, final
         return Ruling(notes, action), tool, final
+
+    def _context(
+        self, tool: str, arguments: JSON, taints: Sequence[Taint]
+    ) -> EvaluationContext | Rejected:
+        """What the policy knows of a call besides its arguments: which came from untrusted
+        content and, for an sql_query under a `view` rule, the views it reads; or the SQL
+        guard's refusal of its query."""
+        views = None
+        if self.policy.reads_views:
+            found = sql_views.views_of(tool, arguments, self._catalog)
+            if isinstance(found, Rejected):
+                return found
+            views = found
+        return EvaluationContext(untrusted=frozenset(t.path for t in taints), views=views)
 
     def read(self, step: Step) -> None:
         """A step committed: what its tool brought in is untrusted from now on."""

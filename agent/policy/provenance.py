@@ -77,9 +77,11 @@ class Provenance:
         return provenance
 
     def read(self, step: Step) -> None:
-        """Add what `step` brought into the run: step 1's passages, and its tool's result."""
+        """Add what `step` brought into the run: step 1's passages, and its tool's result. A
+        step whose action waited for a person brought nothing in: its result is the approval
+        request the gate wrote (an id, the rule's reason), which is no content of the run's."""
         self._sources.extend(_passage_sources(step.context))
-        if step.tool is not None and step.result:
+        if step.tool is not None and step.result and not _awaited(step):
             self._add(f"step {step.number} ({step.tool})", "\n".join(_strings(step.result)))
 
     def _add(self, label: str, text: str) -> None:
@@ -105,6 +107,33 @@ class Provenance:
             if sources_of:
                 found.append(Taint(path, where, value, sources_of))
         return found
+
+    def approved(self, arguments: JSON, recorded: Any) -> list[Taint]:
+        """The taints of an approved action about to run: `arguments` traced again (an
+        approver's edit may hold a value from untrusted content), and those `recorded` on its
+        proposal that it still holds."""
+        found = self.taints(arguments)
+        seen = {(t.path, t.where) for t in found}
+        return found + [t for t in still_held(recorded, arguments) if (t.path, t.where) not in seen]
+
+
+def still_held(recorded: Any, arguments: JSON) -> list[Taint]:
+    """The taints recorded on a step (`decision.provenance`) whose value `arguments` still hold
+    at the same path: what an approver left of a proposal keeps the provenance it had."""
+    held = {(path, normalise(value)) for path, _where, value in _candidates(arguments)}
+    kept: list[Taint] = []
+    for taint in recorded if isinstance(recorded, list) else []:
+        if not isinstance(taint, dict):
+            continue
+        path, value = str(taint.get("path", "")), str(taint.get("value", ""))
+        if (path, normalise(value)) in held:
+            sources = tuple(str(s) for s in taint.get("sources") or ())
+            kept.append(Taint(path, str(taint.get("where", path)), value, sources))
+    return kept
+
+
+def _awaited(step: Step) -> bool:
+    return "approval" in step.decision and "resumed_step" not in step.decision
 
 
 def _passage_sources(context: JSON) -> Iterator[_Source]:

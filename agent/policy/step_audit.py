@@ -3,8 +3,14 @@
 One builder serves the live path (`Governance.audit_step`, right after the step commits) and the
 audit sweep (`agent.policy.audit_sweep`, for a step whose live append was lost to a crash), so a
 backfilled entry says exactly what the live one would have. It works only from what the
-database keeps of a step: the step as committed and the kinds of its outbox effects, in call
-order. Whether the step waited for a person (`is_gated`) is the gate's to say and is passed in.
+database keeps of a step: the step as committed, the kinds of its outbox effects, in call
+order, and the key that submitted its run. Whether the step waited for a person (`is_gated`)
+is the gate's to say and is passed in.
+
+Audited: every step that ran a state-changing tool (`STATE_CHANGING_TOOLS`: a record write,
+an email, an HTTP request), allowed or not, and every refusal, approval request and decision.
+Read-only calls (search, SQL, record reads, finish) under no rule are not: they are the hot
+path, every audit append takes the log's lock, and the step itself is their record.
 
 A step has at most one entry (`AuditLog.append_once`): whichever of the live path and the
 sweep comes second writes nothing.
@@ -16,9 +22,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.domain import JSON, AuditEntry, Step
+from agent.domain import JSON, AuditEntry, Step, StepStatus
 from agent.policy.verdicts import Allow
 from agent.ports import AuditLog
+from agent.ports.governance import STATE_CHANGING_TOOLS
 
 OBJECT_TYPE = "step"
 
@@ -29,7 +36,7 @@ class StepEntry:
 
     tenant_id: uuid.UUID
     actor: str
-    """`run:<run_id>`: the run acted, under the key that submitted it."""
+    """`run:<run_id>`: the run acted, under the key that submitted it (`detail.api_key_id`)."""
     action: str
     """`action.execute`, `action.refuse` or `action.await_approval`."""
     object_id: str
@@ -43,29 +50,37 @@ def object_id(run_id: uuid.UUID, number: int) -> str:
 
 
 def audited(step: Step, effect_kinds: Sequence[str]) -> bool:
-    """Whether the step goes to the audit log: every action with a side effect, every
-    refusal, every approval request and decision (plain reads under no rule do not).
+    """Whether the step goes to the audit log: every completed step of a state-changing tool
+    (its action ran, or was refused or parked), every action with a side effect, every
+    refusal, every approval request and decision. Read-only calls under no rule do not.
 
     `datastore.repos.audit_sweep.GOVERNED` is the same test in SQL, minus the effects."""
     return (
         bool(effect_kinds)
+        or (step.tool in STATE_CHANGING_TOOLS and step.status is StepStatus.COMPLETED)
         or any(k in step.decision for k in ("approval", "resumed_step"))
         or ((step.decision.get("policy") or {}).get("verdict", Allow.kind) != Allow.kind)
     )
 
 
 def step_entry(
-    tenant_id: uuid.UUID, step: Step, effect_kinds: Sequence[str], *, gated: bool
+    tenant_id: uuid.UUID,
+    step: Step,
+    effect_kinds: Sequence[str],
+    *,
+    gated: bool,
+    api_key_id: uuid.UUID | None,
 ) -> StepEntry:
-    """The entry linking a governed action: the run and step, the model's output, the action,
-    its verdict (with the policy version), provenance and the approval decision. `gated`: the
-    step proposed an action that now waits for a person."""
+    """The entry linking a governed action: the key that submitted the run, the run and step,
+    the model's output, the action, its verdict (with the policy version), provenance and the
+    approval decision. `gated`: the step proposed an action that now waits for a person."""
     return StepEntry(
         tenant_id=tenant_id,
         actor=f"run:{step.run_id}",
         action=_action(step, effect_kinds, gated),
         object_id=object_id(step.run_id, step.number),
         detail={
+            "api_key_id": None if api_key_id is None else str(api_key_id),
             "tool": step.tool,
             "arguments": step.arguments,
             "model_output": _model_output(step),

@@ -2,7 +2,8 @@
 
 Each recorded step whose model proposed an action is judged again, in order, under the draft
 (in place of the scope it is drafted for, beside the other scope's active policy), with
-provenance rebuilt from the run's own earlier steps exactly as the loop saw them. The verdict
+provenance rebuilt from the run's own earlier steps exactly as the loop saw them, and the views
+an sql_query read taken from its result. The verdict
 recorded on the step (allow when no policy judged it) is compared with the draft's; nothing is
 executed or written. Steps that carried out an approved action are not model decisions and are
 skipped.
@@ -69,7 +70,9 @@ async def what_if(
                 judged += 1
                 arguments = action.get("arguments") or {}
                 taints = provenance.taints(arguments, shown=step.context)
-                ctx = EvaluationContext(untrusted=frozenset(t.path for t in taints))
+                ctx = EvaluationContext(
+                    untrusted=frozenset(t.path for t in taints), views=_views_read(step)
+                )
                 verdict = policy.evaluate(ProposedAction(str(action.get("tool")), arguments), ctx)
                 recorded = step.decision.get("policy") or verdict_record(Allow(), None)
                 now = verdict_record(verdict, policy.version)
@@ -80,6 +83,13 @@ async def what_if(
                     )  # fmt: skip
             provenance.read(step)
     return WhatIf(len(considered), judged, changes)
+
+
+def _views_read(step: Step) -> tuple[str, ...] | None:
+    """The views a recorded sql_query read, as its result says (None when it did not run:
+    `view` conditions then fail closed, as they do wherever the views are not known)."""
+    views = (step.result or {}).get("views") if step.tool == "sql_query" else None
+    return tuple(str(v) for v in views) if isinstance(views, list) else None
 
 
 def _with_draft(

@@ -68,17 +68,33 @@ class DocumentStore(SearchStore, Protocol):
         """
         ...
 
+    # `access_tags` (None: the whole tenant) hides, inside the statement, every document that
+    # carries none of them: it is not read, listed or deleted, exactly as if it did not exist.
     async def get_document(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Document | None: ...
     async def list_documents(
-        self, tenant_id: uuid.UUID, limit: int, offset: int = 0
+        self,
+        tenant_id: uuid.UUID,
+        limit: int,
+        offset: int = 0,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[Document]: ...
     async def list_chunks(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        limit: int,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[StoredChunk]: ...
     async def delete_document(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Document | None:
         """Delete a document and its chunks; the deleted document, or None if there was none."""
         ...

@@ -16,6 +16,11 @@ from agent.domain import (
     Step,
 )
 
+STATE_CHANGING_TOOLS = frozenset({"http_request", "send_email", "write_record"})
+"""The tools whose execution changes data or reaches outside the appliance (the tools that
+say `changes_state`): every completed step that runs one is audited, allowed or not. A new
+name here changes the audit rule in SQL too, which needs a migration (`ix_steps_governed`)."""
+
 
 class PolicyStore(Protocol):
     """Versioned policies (governed actions). Versions are only ever added."""
@@ -68,8 +73,14 @@ class ApprovalDecision:
 
 
 class ApprovalStore(Protocol):
-    async def get(self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Approval | None:
-        """`tenant_id=None` is the operator's view (CLI); another tenant's id is None."""
+    async def get(
+        self,
+        approval_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Approval | None:
+        """`tenant_id=None` is the operator's view (CLI); another tenant's id is None, and so,
+        with `access_tags`, is the approval of a run that key may not see."""
         ...
 
     async def for_step(self, run_id: uuid.UUID, step_number: int) -> Approval | None: ...
@@ -80,9 +91,10 @@ class ApprovalStore(Protocol):
         status: ApprovalStatus | None = None,
         run_id: uuid.UUID | None = None,
         limit: int = 50,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[Approval]:
         """Newest first. A pending approval past its expiry reads as `expired` even before the
-        sweep has failed its run."""
+        sweep has failed its run. With `access_tags`, only those of runs that key may see."""
         ...
 
     async def decide(
@@ -108,6 +120,8 @@ class UnauditedStep:
     step: Step
     effect_kinds: tuple[str, ...]
     """The kinds of the step's outbox effects, in call order (what the live path was handed)."""
+    api_key_id: uuid.UUID | None = None
+    """The key that submitted the step's run (`runs.api_key_id`), which its entry names."""
 
 
 @dataclass(frozen=True, slots=True)

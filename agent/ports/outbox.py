@@ -74,7 +74,11 @@ class OutboxStore(Protocol):
         run_id: uuid.UUID | None = None,
         status: OutboxStatus | None = None,
         limit: int = 100,
-    ) -> list[OutboxItem]: ...
+        access_tags: tuple[str, ...] | None = None,
+    ) -> list[OutboxItem]:
+        """With `access_tags`, only the effects of runs that key may see."""
+        ...
+
     async def requeue(self, item_id: int, *, actor: str) -> OutboxItem | None:
         """A failed row back to pending, due now, with its attempts reset; None if the row is
         not failed (or does not exist)."""

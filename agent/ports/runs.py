@@ -18,15 +18,37 @@ from agent.domain import (
 
 class RunStore(Protocol):
     async def create_run(
-        self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
-    ) -> Run: ...
-    async def get_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
-        """`tenant_id=None` is the operator's view across tenants (CLI only)."""
+        self,
+        tenant_id: uuid.UUID,
+        agent: AgentDefinition,
+        input: str,
+        api_key_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Run:
+        """Queue a run; `access_tags` is the submitting key's scope, kept with the run."""
+        ...
+
+    async def get_run(
+        self,
+        run_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Run | None:
+        """`tenant_id=None` is the operator's view across tenants (CLI only). With
+        `access_tags` (a restricted key's), None also for a run that key may not see
+        (`agent.services.access.sees_run`)."""
         ...
 
     async def list_runs(
-        self, tenant_id: uuid.UUID | None, status: RunStatus | None, limit: int
-    ) -> list[Run]: ...
+        self,
+        tenant_id: uuid.UUID | None,
+        status: RunStatus | None,
+        limit: int,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> list[Run]:
+        """Newest first; with `access_tags`, only the runs that key may see."""
+        ...
+
     async def list_steps(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> list[Step]: ...
     async def insert_keyed_run(
         self,
@@ -36,6 +58,7 @@ class RunStore(Protocol):
         api_key_id: uuid.UUID | None,
         idempotency_key: str,
         request_hash: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Run | None:
         """Queue a run under an idempotency key; None (nothing written) if the tenant already
         has a run with that key. Race-safe: concurrent inserts of one key leave one run."""

@@ -1,12 +1,15 @@
 """Deciding approvals: list and read them, approve (optionally with edited arguments) or deny.
 
 An edit is a new proposal and is checked like one: validated against the tool's argument
-schema, judged by the run's policy as it stands now (tenant and agent), and, for an HTTP
-request, by the appliance's egress allow-list. An edit any of them refuses is refused
+schema, judged by the run's policy as it stands now (tenant and agent; an edited query by the
+views the SQL guard finds it reads), and, for an HTTP request, by the appliance's egress
+allow-list. An edit any of them refuses is refused
 (`invalid_request` or `policy_denied`) and the approval stays pending. An edit the policy would
 send for approval is accepted: the approver deciding on it *is* that approval. Reads are
 tenant-scoped (another tenant's approval is not found); `tenant_id=None` is the CLI operator's
-view. The decision, the run's return to the queue and the audit entry commit together.
+view; with a restricted key's `access_tags`, the approval of a run that key may not see is not
+found either (`agent.services.access.sees_run`). The decision, the run's return to the queue and
+the audit entry commit together.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from agent.policy.errors import ApprovalDecided, ApprovalExpired, PolicyDenied, 
 from agent.policy.evaluators import EvaluationContext, ProposedAction
 from agent.policy.verdicts import Deny
 from agent.ports import ApprovalDecision, ApprovalStore, DecisionResult, PolicyStore
+from agent.services.access import AccessTags
+from agent.sqlguard import Rejected
 from agent.tools import Tool
+from agent.tools.sql_query import SqlQuery
 
 MAX_REASON_CHARS = 1000
 
@@ -50,15 +56,18 @@ class ApprovalService:
         status: ApprovalStatus | None = None,
         run_id: uuid.UUID | None = None,
         limit: int = 50,
+        access_tags: AccessTags = None,
     ) -> list[Approval]:
         if not 1 <= limit <= 1000:
             raise CallerError("limit must be between 1 and 1000")
         return await self._approvals.list_approvals(
-            tenant_id, status=status, run_id=run_id, limit=limit
+            tenant_id, status=status, run_id=run_id, limit=limit, access_tags=access_tags
         )
 
-    async def get(self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Approval:
-        approval = await self._approvals.get(approval_id, tenant_id)
+    async def get(
+        self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None, *, access_tags: AccessTags = None
+    ) -> Approval:
+        approval = await self._approvals.get(approval_id, tenant_id, access_tags)
         if approval is None:
             raise NotFound(f"approval {approval_id} not found")
         return approval
@@ -71,9 +80,10 @@ class ApprovalService:
         actor: str,
         arguments: JSON | None = None,
         reason: str | None = None,
+        access_tags: AccessTags = None,
     ) -> Approval:
         """Approve as proposed, or with `arguments` replacing the proposed ones (checked)."""
-        approval = await self.get(approval_id, tenant_id)
+        approval = await self.get(approval_id, tenant_id, access_tags=access_tags)
         final = approval.arguments
         if arguments is not None and arguments != approval.arguments:
             final = await self._checked_edit(approval, arguments)
@@ -83,10 +93,17 @@ class ApprovalService:
         return await self._decide(approval, decision)
 
     async def deny(
-        self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None, *, actor: str, reason: str
+        self,
+        approval_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        *,
+        actor: str,
+        reason: str,
+        access_tags: AccessTags = None,
     ) -> Approval:
-        """Deny with a reason; the model is told it, and the run goes on without the action."""
-        approval = await self.get(approval_id, tenant_id)
+        """Deny with a reason; the model is told it, and the run goes on without the action.
+        The decision is taken on the approval `get` found: a run's access tags never change."""
+        approval = await self.get(approval_id, tenant_id, access_tags=access_tags)
         decision = ApprovalDecision(ApprovalStatus.DENIED, actor, _reason(reason), None)
         return await self._decide(approval, decision)
 
@@ -125,8 +142,15 @@ class ApprovalService:
             )
             raise CallerError(f"invalid arguments for {approval.tool}: {problems}") from None
         records = await self._policies.active(approval.tenant_id, approval.agent_name)
-        verdict = EffectivePolicy.of(records).evaluate(
-            ProposedAction(approval.tool, final), EvaluationContext()
+        policy = EffectivePolicy.of(records)
+        views = None
+        if policy.reads_views and isinstance(tool, SqlQuery):
+            inspected = await tool.inspect(str(final["sql"]))
+            if isinstance(inspected, Rejected):
+                raise CallerError(f"invalid arguments for sql_query: {inspected.message}")
+            views = inspected.views
+        verdict = policy.evaluate(
+            ProposedAction(approval.tool, final), EvaluationContext(views=views)
         )
         if isinstance(verdict, Deny):
             raise PolicyDenied(

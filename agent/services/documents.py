@@ -2,7 +2,9 @@
 
 Ingestion runs through `agent.services.ingest` (batched embedding and commits), search through
 `agent.services.search`, re-embedding through `agent.services.reembed`; this service is what
-the API and the CLI hold.
+the API and the CLI hold. Every read, write and search takes the caller's `access_tags` (None:
+the whole tenant), so a restricted API key sees, changes and finds only the documents carrying
+one of its tags, and another document is `not_found` (`agent.services.access`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from agent.domain import JSON, Document, SearchFilter, StoredChunk
 from agent.errors import CallerError, NotFound
 from agent.formats import DocumentFormat
 from agent.ports import DocumentStore, Embedder
+from agent.services.access import AccessTagRequired, AccessTags, within
 from agent.services.document_input import DocumentInput
 from agent.services.ingest import Ingestor, IngestOutcome, PendingDocument, Progress
 from agent.services.reembed import Progress as ReembedProgressSink
@@ -45,6 +48,7 @@ class DocumentService:
         key: str | None = None,
         tags: tuple[str, ...] = (),
         format: DocumentFormat = DocumentFormat.TEXT,
+        access_tags: AccessTags = None,
     ) -> tuple[Document, bool]:
         """Store one document; (document, whether its key was new). See `store`."""
         outcome = await self.store(
@@ -58,17 +62,24 @@ class DocumentService:
                 key=key,
                 source=source,
             ),
+            access_tags=access_tags,
         )
         assert outcome.document is not None  # only failed outcomes have none; `store` raised
         return outcome.document, outcome.status == "created"
 
-    async def store(self, tenant_id: uuid.UUID, document: DocumentInput) -> IngestOutcome:
-        """Store one document; `CallerError` if it is not valid. Unchanged content is a no-op."""
+    async def store(
+        self, tenant_id: uuid.UUID, document: DocumentInput, *, access_tags: AccessTags = None
+    ) -> IngestOutcome:
+        """Store one document; `CallerError` if it is not valid, `AccessTagRequired` if a
+        restricted caller could not see it afterwards. Unchanged content is a no-op."""
         [outcome] = await self._ingestor.run(
-            tenant_id, [PendingDocument("document", lambda: document)]
+            tenant_id, [PendingDocument("document", lambda: document)], access_tags=access_tags
         )
         if outcome.status == "failed":
-            raise CallerError(outcome.reason or "the document is not valid")
+            reason = outcome.reason or "the document is not valid"
+            if outcome.code == AccessTagRequired.code:
+                raise AccessTagRequired(reason)
+            raise CallerError(reason)
         return outcome
 
     async def ingest_many(
@@ -78,6 +89,7 @@ class DocumentService:
         *,
         expected_chunks: int = 0,
         progress: Progress | None = None,
+        access_tags: AccessTags = None,
     ) -> list[IngestOutcome]:
         """Store many documents; each that cannot be stored is a `failed` outcome with a reason.
 
@@ -86,32 +98,52 @@ class DocumentService:
         last groups are embedded when embedding is the slower side (`index_timing`).
         """
         return await self._ingestor.run(
-            tenant_id, items, expected_chunks=expected_chunks, progress=progress
+            tenant_id,
+            items,
+            expected_chunks=expected_chunks,
+            progress=progress,
+            access_tags=access_tags,
         )
 
-    async def get(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document:
-        doc = await self._documents.get_document(document_id, tenant_id)
+    async def get(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, *, access_tags: AccessTags = None
+    ) -> Document:
+        doc = await self._documents.get_document(document_id, tenant_id, access_tags)
         if doc is None:
             raise NotFound(f"document {document_id} not found")
         return doc
 
     async def chunks(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int = 100
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        limit: int = 100,
+        *,
+        access_tags: AccessTags = None,
     ) -> list[StoredChunk]:
-        await self.get(document_id, tenant_id)
+        await self.get(document_id, tenant_id, access_tags=access_tags)
         if not 1 <= limit <= MAX_SHOWN_CHUNKS:
             raise CallerError(f"limit must be between 1 and {MAX_SHOWN_CHUNKS}")
-        return await self._documents.list_chunks(document_id, tenant_id, limit)
+        return await self._documents.list_chunks(document_id, tenant_id, limit, access_tags)
 
-    async def list(self, tenant_id: uuid.UUID, limit: int = 50, offset: int = 0) -> list[Document]:
+    async def list(
+        self,
+        tenant_id: uuid.UUID,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        access_tags: AccessTags = None,
+    ) -> list[Document]:
         if not 1 <= limit <= MAX_LIST:
             raise CallerError(f"limit must be between 1 and {MAX_LIST}")
         if offset < 0:
             raise CallerError("offset must not be negative")
-        return await self._documents.list_documents(tenant_id, limit, offset)
+        return await self._documents.list_documents(tenant_id, limit, offset, access_tags)
 
-    async def delete(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document:
-        doc = await self._documents.delete_document(document_id, tenant_id)
+    async def delete(
+        self, document_id: uuid.UUID, tenant_id: uuid.UUID, *, access_tags: AccessTags = None
+    ) -> Document:
+        doc = await self._documents.delete_document(document_id, tenant_id, access_tags)
         if doc is None:
             raise NotFound(f"document {document_id} not found")
         return doc
@@ -124,8 +156,10 @@ class DocumentService:
         k: int = 10,
         filter: SearchFilter | None = None,
         mode: SearchMode = SearchMode.HYBRID,
+        access_tags: AccessTags = None,
     ) -> Retrieval:
-        return await self._search.search(tenant_id, query, k=k, filter=filter, mode=mode)
+        scope = within(filter or SearchFilter(), access_tags)
+        return await self._search.search(tenant_id, query, k=k, filter=scope, mode=mode)
 
     async def reindex(self) -> bool:
         """Rebuild the vector index without blocking writers; whether it had been missing."""

@@ -14,6 +14,7 @@ from typing import Protocol
 from agent.domain import Run
 from agent.errors import CallerError, NotFound
 from agent.ports import RunStore
+from agent.services.access import narrowed
 from serving.registry import Registry
 
 
@@ -35,10 +36,11 @@ class ForkStore(Protocol):
         deployment: str | None,
         api_key_id: uuid.UUID | None,
         actor: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> uuid.UUID | None:
-        """Create the fork, copy steps 1..from_step and audit it under `actor`, in one
-        transaction; its id, or None when the parent does not exist for this tenant. Outbox
-        rows are never copied."""
+        """Create the fork (searching under `access_tags`), copy steps 1..from_step and audit
+        it under `actor`, in one transaction; its id, or None when the parent does not exist
+        for this tenant. Outbox rows are never copied."""
         ...
 
 
@@ -57,11 +59,15 @@ class ForkService:
         deployment: str | None = None,
         api_key_id: uuid.UUID | None = None,
         actor: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Run:
         """A new queued run with the parent's steps 1..`from_step`; `tenant_id=None` is the
         operator's view across tenants (CLI only). `deployment=None` keeps the parent's pin.
-        Audited under `actor` (`key:<id>` or `cli:<user>`)."""
-        parent = await self._runs.get_run(run_id, tenant_id)
+        Audited under `actor` (`key:<id>` or `cli:<user>`). A restricted key forks only a run it
+        may see (`agent.services.access.sees_run`; any other is `not_found`), and the fork
+        searches within both the parent's scope and the key's `access_tags`: forking never
+        widens either."""
+        parent = await self._runs.get_run(run_id, tenant_id, access_tags)
         if parent is None:
             raise NotFound(f"run {run_id} not found")
         if not 0 <= from_step <= parent.step_count:
@@ -79,6 +85,7 @@ class ForkService:
             deployment=pin,
             api_key_id=api_key_id,
             actor=actor,
+            access_tags=narrowed(parent.access_tags, access_tags),
         )
         fork = None if fork_id is None else await self._runs.get_run(fork_id, parent.tenant_id)
         if fork is None:

@@ -8,7 +8,9 @@ are in flight at once: one being read, chunked and looked up, one being embedded
 committed, so the database (and the chunking) work in the embedder's shadow. The last group goes
 in parts of halving size, each committed while the next is embedded, so that little is left to
 commit after the last embedding. A document that cannot be read or is invalid becomes a `failed`
-outcome with its reason and the rest go on; a failing model or database aborts the run, since
+outcome with its reason and the rest go on, and so does one a restricted caller may not write
+(it would not carry one of the caller's access tags, or would replace a document that does not:
+`agent.services.access`); a failing model or database aborts the run, since
 every later document would fail the same way.
 
 A bulk load drops the vector index first and has it built again before it returns: after the
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 
 from agent.domain import Document, NewDocument, WriteStatus
 from agent.errors import CallerError, Conflict
+from agent.formats import UnreadableDocument
 from agent.ports import DocumentStore, Embedder
+from agent.services.access import AccessTagRequired, AccessTags, require_access_tag, visible
 from agent.services.document_input import DocumentInput, PreparedDocument, prepare
 from agent.services.index_timing import LoadRates, start_build_now
 from agent.settings import AgentSettings
@@ -56,6 +60,9 @@ class IngestOutcome:
     """`created`, `updated`, `unchanged` or `failed`."""
     document: Document | None = None
     reason: str | None = None
+    code: str | None = None
+    """A failure's stable code when it has one (`unreadable_document`, `access_tag_required`);
+    None for a document whose fields are not valid, and unless `failed`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +93,12 @@ class Ingestor:
         *,
         expected_chunks: int = 0,
         progress: Progress | None = None,
+        access_tags: AccessTags = None,
     ) -> list[IngestOutcome]:
         bulk = expected_chunks >= self._settings.bulk_load_min_chunks and (
             expected_chunks > await self._store.count_chunks()
         )
-        run = _Run(self, tenant_id, progress, expected_chunks if bulk else None)
+        run = _Run(self, tenant_id, progress, expected_chunks if bulk else None, access_tags)
         if bulk:
             await self._store.drop_vector_index()
         try:
@@ -111,11 +119,14 @@ class _Run:
         tenant_id: uuid.UUID,
         progress: Progress | None,
         bulk_chunks: int | None,
+        access_tags: AccessTags = None,
     ) -> None:
         self._store = owner._store
         self._embedder = owner._embedder
         self._settings = owner._settings
         self._tenant_id = tenant_id
+        self._access_tags = access_tags
+        """The writer's scope: what it stores, and what it replaces, must carry one of these."""
         self._progress = progress
         self._started = time.perf_counter()
         self._writing: asyncio.Task[None] | None = None
@@ -166,9 +177,13 @@ class _Run:
 
     def _load(self, item: PendingDocument) -> PreparedDocument | IngestOutcome:
         try:
-            return prepare(item.label, item.load(), self._settings)
-        except CallerError as exc:  # UnreadableDocument included
+            prepared = prepare(item.label, item.load(), self._settings)
+            require_access_tag("the document", prepared.tags, self._access_tags)
+        except (UnreadableDocument, AccessTagRequired) as exc:
+            return IngestOutcome(item.label, FAILED, reason=exc.message, code=exc.code)
+        except CallerError as exc:  # not a valid document (its fields): no code of its own
             return IngestOutcome(item.label, FAILED, reason=exc.message)
+        return prepared
 
     async def _flush(self, group: list[_Entry]) -> None:
         """Have `group` embedded while the next one is read; the one before goes to be written.
@@ -251,7 +266,10 @@ class _Run:
         """Per document: what to write (embedding only changed content), or that it is current.
         `lookup`: the stored versions, being looked up already."""
         stored = await (lookup if lookup is not None else self._lookup(group))
-        changed = [p for p in group if p.content_changed(stored.get(p.key))]
+        # A key held by a document the writer cannot see is not the writer's to replace: that
+        # document must not change, nor be reported back (not even as unchanged).
+        hidden = {k for k, d in stored.items() if not visible(d.tags, self._access_tags)}
+        changed = [p for p in group if p.key not in hidden and p.content_changed(stored.get(p.key))]
         texts = [text for p in changed for text in p.embedding_inputs()]
         started = time.perf_counter()
         vectors = iter((await self._embedder.embed(texts)).vectors if texts else [])
@@ -263,7 +281,9 @@ class _Run:
         planned = []
         for p in group:
             current = stored.get(p.key)
-            if p.content_changed(current):
+            if p.key in hidden:
+                planned.append(_Planned(None, None, hidden=True))
+            elif p.content_changed(current):
                 own = [next(vectors) for _ in p.chunks]
                 planned.append(_Planned(p.new_document(own), current))
             elif current is not None and p.labels_changed(current):
@@ -291,7 +311,9 @@ class _Run:
         outcomes = []
         for (position, prepared), plan in zip(group, planned, strict=True):
             write = by_key.get(prepared.key) if plan.write is not None else None
-            if write is not None and plan.write is not None:
+            if plan.hidden:
+                outcome = _hidden(prepared)
+            elif write is not None and plan.write is not None:
                 outcome = IngestOutcome(prepared.label, write.status.value, write.document)
                 self._chunks_done += len(plan.write.chunks or ())
             else:
@@ -339,3 +361,14 @@ class _Planned:
     write: NewDocument | None
     """None: the stored version is current, nothing to write."""
     current: Document | None
+    hidden: bool = False
+    """The key holds a document outside the writer's access tags: refused, nothing written."""
+
+
+def _hidden(prepared: PreparedDocument) -> IngestOutcome:
+    # Worded for the key, not the document: the writer learns the key is taken, nothing else.
+    reason = (
+        f"the key {prepared.key!r} holds a document without this API key's access tags; "
+        "it can be replaced only by a key that can see it"
+    )
+    return IngestOutcome(prepared.label, FAILED, reason=reason, code=AccessTagRequired.code)

@@ -1,4 +1,4 @@
-"""API keys: minting (the secret is shown once), authenticating and revoking.
+"""API keys: minting (the secret is shown once, the access tags fixed), authenticating, revoking.
 
 Minting and revoking are audited under the caller's `actor`, in the store's transaction."""
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from agent.domain import ApiKey, Principal, Role
 from agent.errors import CallerError, NotFound, Unauthorized
 from agent.ports import KeyStore, TenantStore
+from agent.services.access import AccessTagRequired, AccessTags, key_access_tags
 
 KEY_PREFIX = "gk_"
 PREFIX_CHARS = 10
@@ -27,17 +28,41 @@ class KeyService:
         self._keys = keys
 
     async def create(
-        self, tenant_name: str, name: str, roles: Sequence[Role], *, actor: str
+        self,
+        tenant_name: str,
+        name: str,
+        roles: Sequence[Role],
+        *,
+        actor: str,
+        access_tags: Sequence[str] | None = None,
+        creator_access_tags: AccessTags = None,
     ) -> tuple[ApiKey, str]:
-        """Mint a key. Returns it with its secret, which is neither stored nor shown again."""
+        """Mint a key. Returns it with its secret, which is neither stored nor shown again.
+        `access_tags` restricts it to the documents carrying one of them (None: the whole
+        tenant; `agent.services.access`). A creator that is itself a restricted key
+        (`creator_access_tags`) may mint only keys restricted to some of its own tags."""
         if not roles:
             raise CallerError("a key needs at least one role")
+        scope = key_access_tags(access_tags)
+        if creator_access_tags is not None and (
+            scope is None or not set(scope) <= set(creator_access_tags)
+        ):
+            raise AccessTagRequired(
+                "a key restricted by access tags can mint only keys restricted to some of them: "
+                + ", ".join(creator_access_tags)
+            )
         tenant = await self._tenants.get_tenant(tenant_name)
         if tenant is None:
             raise NotFound(f"tenant {tenant_name!r} not found")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = await self._keys.create_key(
-            tenant.id, name, roles, hash_key(secret), secret[:PREFIX_CHARS], actor=actor
+            tenant.id,
+            name,
+            roles,
+            hash_key(secret),
+            secret[:PREFIX_CHARS],
+            actor=actor,
+            access_tags=scope,
         )
         return key, secret
 

@@ -70,7 +70,7 @@ class SearchService:
 
 
 def check_filter(f: SearchFilter) -> SearchFilter:
-    for tags in (f.tags, f.any_tags):
+    for tags in (f.tags, f.any_tags, f.access_tags or ()):
         if len(tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in tags):
             raise CallerError(f"at most {MAX_TAGS} tags of 1-{MAX_TAG_CHARS} characters each")
     if len(json.dumps(f.metadata)) > MAX_FILTER_BYTES:

@@ -38,6 +38,10 @@ class ToolContext:
     search_tags: tuple[str, ...] = ()
     """A policy's data scope: searches see only documents carrying one of these tags (empty:
     no restriction). Tools that search must apply it."""
+    access_tags: tuple[str, ...] | None = None
+    """The run's access scope, the submitting key's tags (None: the whole tenant; `()`:
+    nothing). Required on top of `search_tags`, never instead: tools that search must apply
+    both (`SearchFilter.access_tags`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class Tool(ABC, Generic[ArgsT]):
     name: ClassVar[str]
     description: ClassVar[str]
     arguments: type[ArgsT]
+    changes_state: ClassVar[bool] = False
+    """Running it changes data or reaches outside the appliance (a write, an email, a request):
+    every step that runs it is audited (`agent.ports.governance.STATE_CHANGING_TOOLS`)."""
 
     def arguments_schema(self) -> dict[str, Any]:
         # Generating a JSON schema costs ~0.5 ms; the loop asks for it on every step.

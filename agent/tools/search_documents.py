@@ -59,6 +59,7 @@ class SearchDocuments(Tool[SearchArgs]):
                 tags=tuple(args.tags),
                 any_tags=ctx.search_tags,  # the policy's data scope, never the model's choice
                 metadata=dict(map(metadata_condition, args.where)),
+                access_tags=ctx.access_tags,  # the submitting key's scope, likewise
             ),
         )
         plan = found.result.plan

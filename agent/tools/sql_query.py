@@ -18,13 +18,18 @@ from pydantic import Field
 
 from agent.domain import JSON
 from agent.ports import SqlFailure, SqlLimits, TenantSql
-from agent.sqlguard import MAX_SQL_CHARS, Rejected, check
+from agent.sqlguard import MAX_SQL_CHARS, Accepted, Rejected, check
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 
 SQL_REJECTED: Final = "sql_rejected"
 DEFAULT_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_ROWS: Final = 200
 DEFAULT_MAX_BYTES: Final = 32_768
+
+
+def refusal(verdict: Rejected) -> JSON:
+    """The result of a query the guard refused, as the model sees it."""
+    return {"error": {"code": SQL_REJECTED, "reason": verdict.reason, "message": verdict.message}}
 
 
 class SqlQueryArgs(ToolArguments):
@@ -59,13 +64,14 @@ class SqlQuery(Tool[SqlQueryArgs]):
         self._max_rows = max_rows
         self._max_bytes = max_bytes
 
+    async def inspect(self, sql: str) -> Accepted | Rejected:
+        """The guard's answer for `sql` over the current catalog (what `run` would run)."""
+        return check(sql, await self._sql.catalog())
+
     async def run(self, args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
-        catalog = await self._sql.catalog()
-        verdict = check(args.sql, catalog)
+        verdict = await self.inspect(args.sql)
         if isinstance(verdict, Rejected):
-            error: JSON = {"code": SQL_REJECTED, "reason": verdict.reason}
-            error["message"] = verdict.message
-            return ToolResult(data={"error": error})
+            return ToolResult(data=refusal(verdict))
         limits = SqlLimits(
             timeout_s=self._timeout_s,
             max_rows=min(args.max_rows, self._max_rows),

@@ -26,6 +26,7 @@ from agent.domain import Approval, ApprovalStatus, RunOutcome, RunStatus, check_
 from agent.ports import ApprovalDecision, DecisionResult
 from datastore.errors import translated
 from datastore.repos.audit import append_entry
+from datastore.repos.run_access import runs_within
 from datastore.repos.runs import RUNS
 from datastore.schema import ApprovalRow
 
@@ -88,8 +89,17 @@ class ApprovalRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def get(self, approval_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Approval | None:
-        stmt = select(*_COLUMNS).select_from(_FROM).where(APPROVALS.c.id == approval_id)
+    async def get(
+        self,
+        approval_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Approval | None:
+        stmt = (
+            select(*_COLUMNS)
+            .select_from(_FROM)
+            .where(APPROVALS.c.id == approval_id, *runs_within(RUNS.c.access_tags, access_tags))
+        )
         if tenant_id is not None:
             stmt = stmt.where(APPROVALS.c.tenant_id == tenant_id)
         async with translated(), self._engine.connect() as conn:
@@ -113,10 +123,12 @@ class ApprovalRepository:
         status: ApprovalStatus | None = None,
         run_id: uuid.UUID | None = None,
         limit: int = 50,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[Approval]:
         stmt = (
             select(*_COLUMNS)
             .select_from(_FROM)
+            .where(*runs_within(RUNS.c.access_tags, access_tags))
             .order_by(APPROVALS.c.created_at.desc(), APPROVALS.c.id)
             .limit(limit)
         )

@@ -15,6 +15,9 @@ after its commit, has had its turn. A sweep with nothing due costs one single-ro
 range costs one index range scan over the steps committed in it. `missing` (for `garrison audit
 verify`) checks every step instead, through `ix_steps_governed` and the outbox, with no
 watermark: it is what would show a step the sweep could not see.
+
+Steps a fork copied from its parent (numbers up to the fork's `forked_from_step`) are the
+parent's actions, audited under the parent's run: neither the sweep nor `missing` counts them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.ports.governance import (
+    STATE_CHANGING_TOOLS,
     MissingEntries,
     MissingEntry,
     SweepRange,
@@ -33,18 +37,25 @@ from agent.ports.governance import (
 from datastore.errors import translated
 from datastore.repos.runs import _step as step_of
 
+_STATE_CHANGING = ", ".join(f"'{tool}'" for tool in sorted(STATE_CHANGING_TOOLS))
 GOVERNED = (
     "decision ? 'approval' OR decision ? 'resumed_step' "
-    "OR coalesce(decision -> 'policy' -> 'verdict', '\"allow\"'::jsonb) <> '\"allow\"'::jsonb"
+    "OR coalesce(decision -> 'policy' -> 'verdict', '\"allow\"'::jsonb) <> '\"allow\"'::jsonb "
+    f"OR (status = 'completed' AND tool IN ({_STATE_CHANGING}))"
 )
-"""Steps audited for their decision alone, as `agent.policy.step_audit.audited` decides: an
-approval requested or decided, or a verdict other than allow. The text of `ix_steps_governed`'s
-predicate (migration 0010), so the planner can use that index."""
+"""Steps audited for what they are, as `agent.policy.step_audit.audited` decides: an approval
+requested or decided, a verdict other than allow, or a completed step of a state-changing tool.
+The text of `ix_steps_governed`'s predicate (migration 0012), so the planner can use that index;
+a test holds the two equal."""
 
 _EFFECTS_OF_S = "outbox o WHERE o.run_id = s.run_id AND o.step_number = s.number"
 _NO_ENTRY = (
     "NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.object_type = 'step' "
     "AND a.object_id = {alias}.run_id::text || ':' || {alias}.number)"
+)
+_NOT_COPIED = (
+    "NOT EXISTS (SELECT 1 FROM runs f WHERE f.id = {alias}.run_id "
+    "AND {alias}.number <= f.forked_from_step)"
 )
 
 _STATE = text(
@@ -55,11 +66,13 @@ _UNAUDITED = text(
     f"""
 SELECT s.*,
        coalesce((SELECT array_agg(o.kind ORDER BY o.call_index) FROM {_EFFECTS_OF_S}),
-                '{{}}') AS effect_kinds
+                '{{}}') AS effect_kinds,
+       (SELECT r.api_key_id FROM runs r WHERE r.id = s.run_id) AS run_api_key_id
 FROM steps s
 WHERE s.id > :through AND s.id <= :mark
   AND ({GOVERNED} OR EXISTS (SELECT 1 FROM {_EFFECTS_OF_S}))
   AND {_NO_ENTRY.format(alias="s")}
+  AND {_NOT_COPIED.format(alias="s")}
 ORDER BY s.id
 LIMIT :limit
 """  # noqa: S608 -- composed of this module's constants, no input
@@ -86,7 +99,10 @@ WITH candidates AS (
     FROM (SELECT DISTINCT run_id, step_number FROM outbox) o
     JOIN steps s ON s.run_id = o.run_id AND s.number = o.step_number
 ),
-missing AS (SELECT c.* FROM candidates c WHERE {_NO_ENTRY.format(alias="c")})
+missing AS (
+    SELECT c.* FROM candidates c
+    WHERE {_NO_ENTRY.format(alias="c")} AND {_NOT_COPIED.format(alias="c")}
+)
 SELECT m.*, count(*) OVER () AS total,
        count(*) FILTER (WHERE m.finished_at < now() - make_interval(secs => :grace)) OVER ()
            AS overdue
@@ -103,6 +119,7 @@ def _unaudited(row: Row[Any]) -> UnauditedStep:
         tenant_id=row.tenant_id,
         step=step_of(row),
         effect_kinds=tuple(row.effect_kinds),
+        api_key_id=row.run_api_key_id,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select, text
+from sqlalchemy import ColumnElement, Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.domain import (
@@ -88,18 +88,29 @@ class DocumentRepository:
         async with translated(), raw_connection(self._engine) as pg, pg.transaction():
             return await replace_embeddings(pg, document, embeddings)
 
-    async def get_document(self, document_id: uuid.UUID, tenant_id: uuid.UUID) -> Document | None:
-        stmt = select(DOCS).where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id)
+    async def get_document(
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Document | None:
+        stmt = select(DOCS).where(
+            DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id, *_visible(access_tags)
+        )
         async with translated(), self._engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         return None if row is None else document_from(row._mapping)
 
     async def list_documents(
-        self, tenant_id: uuid.UUID, limit: int, offset: int = 0
+        self,
+        tenant_id: uuid.UUID,
+        limit: int,
+        offset: int = 0,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[Document]:
         stmt = (
             select(DOCS)
-            .where(DOCS.c.tenant_id == tenant_id)
+            .where(DOCS.c.tenant_id == tenant_id, *_visible(access_tags))
             .order_by(DOCS.c.created_at.desc(), DOCS.c.id)
             .limit(limit)
             .offset(offset)
@@ -109,11 +120,18 @@ class DocumentRepository:
         return [document_from(r._mapping) for r in rows]
 
     async def list_chunks(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID, limit: int
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        limit: int,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[StoredChunk]:
+        document = select(DOCS.c.id).where(
+            DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id, *_visible(access_tags)
+        )
         stmt = (
             select(CHUNKS.c.id, CHUNKS.c.ordinal, CHUNKS.c.heading, CHUNKS.c.content)
-            .where(CHUNKS.c.document_id == document_id, CHUNKS.c.tenant_id == tenant_id)
+            .where(CHUNKS.c.document_id.in_(document), CHUNKS.c.tenant_id == tenant_id)
             .order_by(CHUNKS.c.ordinal)
             .limit(limit)
         )
@@ -122,12 +140,16 @@ class DocumentRepository:
         return [StoredChunk(r.id, r.ordinal, r.heading, r.content) for r in rows]
 
     async def delete_document(
-        self, document_id: uuid.UUID, tenant_id: uuid.UUID
+        self,
+        document_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Document | None:
-        # The chunks go with it (ON DELETE CASCADE), in the same statement's transaction.
+        # The chunks go with it (ON DELETE CASCADE), in the same statement's transaction. The
+        # access tags are part of the statement: a document retagged meanwhile is not deleted.
         stmt = (
             delete(DOCS)
-            .where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id)
+            .where(DOCS.c.id == document_id, DOCS.c.tenant_id == tenant_id, *_visible(access_tags))
             .returning(*DOCS.c)
         )
         async with translated(), self._engine.begin() as conn:
@@ -195,6 +217,14 @@ class DocumentRepository:
                 await conn.execute(text("RESET maintenance_work_mem"))
         self._search.forget_estimates()
         return missing
+
+
+def _visible(access_tags: tuple[str, ...] | None) -> list[ColumnElement[bool]]:
+    """The condition a restricted caller's documents meet: one of its tags (none: no condition;
+    `()`: nothing). Beside the tenant predicate, like the search's (`search_sql`)."""
+    if access_tags is None:
+        return []
+    return [DOCS.c.tags.overlap(list(access_tags))]
 
 
 class _IndexState(Enum):

@@ -42,6 +42,7 @@ class ForkRepository:
         deployment: str | None,
         api_key_id: uuid.UUID | None,
         actor: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> uuid.UUID | None:
         """The new run's id; None when the parent does not exist (for this tenant).
 
@@ -73,6 +74,7 @@ class ForkRepository:
                     agent_id=parent.agent_id,
                     agent_name=parent.agent_name,
                     api_key_id=api_key_id,
+                    access_tags=None if access_tags is None else list(access_tags),
                     input=parent.input,
                     status=RunStatus.QUEUED.value,
                     step_count=from_step,

@@ -22,9 +22,11 @@ from agent.domain import JSON
 from agent.ports import OutboxItem, OutboxStatus
 from datastore.errors import translated
 from datastore.repos.audit import append_entry
-from datastore.schema import OutboxRow
+from datastore.repos.run_access import runs_within
+from datastore.schema import OutboxRow, RunRow
 
 OUTBOX = cast(Table, OutboxRow.__table__)
+RUNS = cast(Table, RunRow.__table__)
 _LIVE = (OutboxStatus.PENDING.value, OutboxStatus.DELIVERING.value)
 
 
@@ -173,10 +175,16 @@ class OutboxRepository:
         run_id: uuid.UUID | None = None,
         status: OutboxStatus | None = None,
         limit: int = 100,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[OutboxItem]:
         stmt = select(OUTBOX).limit(limit)
         if tenant_id is not None:
             stmt = stmt.where(OUTBOX.c.tenant_id == tenant_id)
+        if access_tags is not None:
+            # Only the effects of runs the restricted key may see: their payloads come from
+            # what those runs read.
+            visible = select(RUNS.c.id).where(*runs_within(RUNS.c.access_tags, access_tags))
+            stmt = stmt.where(OUTBOX.c.run_id.in_(visible))
         if status is not None:
             stmt = stmt.where(OUTBOX.c.status == status.value)
         if run_id is not None:

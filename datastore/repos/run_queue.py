@@ -89,10 +89,10 @@ WHERE id = %(run_id)s AND worker_id = %(worker_id)s AND status = 'running'
 STEPS_SQL = "SELECT * FROM steps WHERE run_id = %(run_id)s ORDER BY number"
 
 CREATE_SQL = """
-INSERT INTO runs (id, tenant_id, agent_id, agent_name, api_key_id, input, status, step_count,
-                  attempts, prompt_tokens, completion_tokens)
-VALUES (%(id)s, %(tenant_id)s, %(agent_id)s, %(agent_name)s, %(api_key_id)s, %(input)s,
-        'queued', 0, 0, 0, 0)
+INSERT INTO runs (id, tenant_id, agent_id, agent_name, api_key_id, access_tags, input, status,
+                  step_count, attempts, prompt_tokens, completion_tokens)
+VALUES (%(id)s, %(tenant_id)s, %(agent_id)s, %(agent_name)s, %(api_key_id)s, %(access_tags)s,
+        %(input)s, 'queued', 0, 0, 0, 0)
 RETURNING *
 """
 
@@ -108,6 +108,7 @@ class RunQueue:
         agent_name: str,
         input: str,
         api_key_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Any:
         params = {
             "id": uuid.uuid4(),
@@ -115,6 +116,7 @@ class RunQueue:
             "agent_id": agent_id,
             "agent_name": agent_name,
             "api_key_id": api_key_id,
+            "access_tags": None if access_tags is None else list(access_tags),
             "input": input,
         }
         row = await self._fast.fetchone(CREATE_SQL, params)

@@ -36,6 +36,7 @@ from agent.errors import IllegalTransition, LeaseLost
 from datastore.errors import translated
 from datastore.fastpath import FastPath
 from datastore.repos.audit import append_entry
+from datastore.repos.run_access import runs_within
 from datastore.repos.run_queue import RunQueue
 from datastore.repos.step_commits import StepCommit, StepCommitter
 from datastore.schema import RunRow, StepRow
@@ -67,6 +68,8 @@ def _run(row: Row[Any]) -> Run:
         parent_run_id=row.parent_run_id,
         forked_from_step=row.forked_from_step,
         deployment=row.deployment,
+        api_key_id=row.api_key_id,
+        access_tags=None if row.access_tags is None else tuple(row.access_tags),
     )
 
 
@@ -91,7 +94,11 @@ def _step(row: Row[Any]) -> Step:
 
 
 def _new_run(
-    tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
+    tenant_id: uuid.UUID,
+    agent: AgentDefinition,
+    input: str,
+    api_key_id: uuid.UUID | None,
+    access_tags: tuple[str, ...] | None,
 ) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
@@ -99,6 +106,7 @@ def _new_run(
         "agent_id": agent.id,
         "agent_name": agent.name,
         "api_key_id": api_key_id,
+        "access_tags": None if access_tags is None else list(access_tags),
         "input": input,
         "status": RunStatus.QUEUED.value,
         "step_count": 0,
@@ -123,9 +131,17 @@ class RunRepository:
         self._queue = RunQueue(fast)
 
     async def create_run(
-        self, tenant_id: uuid.UUID, agent: AgentDefinition, input: str, api_key_id: uuid.UUID | None
+        self,
+        tenant_id: uuid.UUID,
+        agent: AgentDefinition,
+        input: str,
+        api_key_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Run:
-        return _run(await self._queue.create(tenant_id, agent.id, agent.name, input, api_key_id))
+        row = await self._queue.create(
+            tenant_id, agent.id, agent.name, input, api_key_id, access_tags
+        )
+        return _run(row)
 
     async def insert_keyed_run(
         self,
@@ -135,13 +151,14 @@ class RunRepository:
         api_key_id: uuid.UUID | None,
         idempotency_key: str,
         request_hash: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> Run | None:
         # ON CONFLICT on the partial unique index: a concurrent insert of the same key waits for
         # the other transaction and then does nothing, so exactly one run ever holds a key.
         stmt = (
             pg_insert(RUNS)
             .values(
-                **_new_run(tenant_id, agent, input, api_key_id),
+                **_new_run(tenant_id, agent, input, api_key_id, access_tags),
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
             )
@@ -165,8 +182,15 @@ class RunRepository:
             row = (await conn.execute(stmt)).first()
         return None if row is None else (_run(row), row.request_hash)
 
-    async def get_run(self, run_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Run | None:
-        stmt = select(RUNS).where(RUNS.c.id == run_id)
+    async def get_run(
+        self,
+        run_id: uuid.UUID,
+        tenant_id: uuid.UUID | None,
+        access_tags: tuple[str, ...] | None = None,
+    ) -> Run | None:
+        stmt = select(RUNS).where(
+            RUNS.c.id == run_id, *runs_within(RUNS.c.access_tags, access_tags)
+        )
         if tenant_id is not None:
             stmt = stmt.where(RUNS.c.tenant_id == tenant_id)
         async with translated(), self._engine.connect() as conn:
@@ -174,9 +198,18 @@ class RunRepository:
         return None if row is None else _run(row)
 
     async def list_runs(
-        self, tenant_id: uuid.UUID | None, status: RunStatus | None, limit: int
+        self,
+        tenant_id: uuid.UUID | None,
+        status: RunStatus | None,
+        limit: int,
+        access_tags: tuple[str, ...] | None = None,
     ) -> list[Run]:
-        stmt = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit)
+        stmt = (
+            select(RUNS)
+            .where(*runs_within(RUNS.c.access_tags, access_tags))
+            .order_by(RUNS.c.created_at.desc())
+            .limit(limit)
+        )
         if tenant_id is not None:
             stmt = stmt.where(RUNS.c.tenant_id == tenant_id)
         if status is not None:

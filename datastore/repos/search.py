@@ -1,7 +1,8 @@
 """Vector, keyword and hybrid search over one tenant's chunks, in one SQL statement per search.
 
 The tenant is a predicate of every query, inside the statement, never a filter applied to
-results. Metadata and tag filters select documents (GIN indexes) and chunks by document. How the
+results; so is a restricted caller's scope (`SearchFilter.access_tags`). Metadata and tag
+filters select documents (GIN indexes) and chunks by document. How the
 vector half runs — HNSW iterative scan or exact scan — is decided per query from the rows in
 scope (`search_plan`): for a tenant alone, the planner's estimate from `pg_stats` (cached
 briefly); with a filter, the exact sum of the matching documents' chunk counts. The keyword half
@@ -75,12 +76,18 @@ class SearchRepository:
                 return SearchResult([], SearchPlan(Strategy.EXACT, 0))
             strategy = choose_strategy(in_scope, table_rows, candidates, self._costs)
             plan = SearchPlan(strategy, round(in_scope))
-            rows = await _fetch(pg, statement(strategy, query.filter, hybrid), params)
+            # A filter's selectivity is what the chosen strategy relies on, and a generic plan
+            # (which psycopg's prepared statements reach after ten runs) cannot see it: it may
+            # scan the filtered rows exactly while the result says hnsw. Filtered statements
+            # are planned for their own values each time; unfiltered ones stay prepared.
+            prepare = None if query.filter.empty else False
+            rows = await _fetch(pg, statement(strategy, query.filter, hybrid), params, prepare)
             found = rows[0]["vector_found"] if hybrid and rows else len(rows)
             # The index scan gave up before finding rows the estimate says exist: answer exactly.
             if strategy is Strategy.HNSW and found < min(candidates, in_scope):
                 plan = SearchPlan(Strategy.EXACT, round(in_scope), fell_back=True)
-                rows = await _fetch(pg, statement(Strategy.EXACT, query.filter, hybrid), params)
+                exact = statement(Strategy.EXACT, query.filter, hybrid)
+                rows = await _fetch(pg, exact, params, prepare)
         return SearchResult([_hit(r, hybrid) for r in rows], plan)
 
     async def _scope(self, pg: AsyncPg, query: SearchQuery) -> tuple[float, float]:
@@ -134,14 +141,19 @@ async def _reading(pg: AsyncPg) -> AsyncIterator[AsyncPg]:
 
 
 def _filter_params(f: SearchFilter) -> dict[str, Any]:
-    return {"tags": list(f.tags), "any_tags": list(f.any_tags), "metadata": Jsonb(f.metadata)}
+    return {
+        "tags": list(f.tags),
+        "any_tags": list(f.any_tags),
+        "metadata": Jsonb(f.metadata),
+        "access_tags": list(f.access_tags or ()),
+    }
 
 
 async def _fetch(
-    pg: AsyncPg, statement: sql.Composed, params: dict[str, Any]
+    pg: AsyncPg, statement: sql.Composed, params: dict[str, Any], prepare: bool | None
 ) -> list[dict[str, Any]]:
     async with pg.cursor(row_factory=dict_row) as cur:
-        await cur.execute(statement, params)
+        await cur.execute(statement, params, prepare=prepare)
         return await cur.fetchall()
 
 

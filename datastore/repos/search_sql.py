@@ -46,12 +46,18 @@ def _is_identifier(word: str, *, first: bool) -> bool:
 
 
 def document_predicate(f: SearchFilter) -> sql.Composed:
+    """The filter's conditions on documents, AND-ed. The caller's access tags are one more
+    condition of their own, beside any `any_tags` the caller chose: both must hold, so a
+    restricted key's scope is inside the statement (and inside the count that picks the plan),
+    never a filter over results that could leave fewer than k rows."""
     parts = [
         sql.SQL(part)
         for part, wanted in (
             (" AND d.tags @> %(tags)s::text[]", f.tags),
             (" AND d.tags && %(any_tags)s::text[]", f.any_tags),
             (" AND d.metadata @> %(metadata)s", f.metadata),
+            # `()` is kept, not dropped as "no condition": an empty scope matches nothing.
+            (" AND d.tags && %(access_tags)s::text[]", f.access_tags is not None),
         )
         if wanted
     ]

@@ -40,7 +40,12 @@ def _key(row: Row[Any]) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        access_tags=_tags(row.access_tags),
     )
+
+
+def _tags(stored: list[str] | None) -> tuple[str, ...] | None:
+    return None if stored is None else tuple(stored)
 
 
 def _agent(row: Row[Any]) -> AgentDefinition:
@@ -117,9 +122,11 @@ class KeyRepository:
         prefix: str,
         *,
         actor: str,
+        access_tags: tuple[str, ...] | None = None,
     ) -> ApiKey:
         key_id = uuid.uuid4()
         role_names = [str(r) for r in roles]
+        tags = None if access_tags is None else list(access_tags)
         async with translated(), self._engine.begin() as conn:
             await conn.execute(
                 insert(ApiKeyRow).values(
@@ -129,6 +136,7 @@ class KeyRepository:
                     prefix=prefix,
                     key_hash=key_hash,
                     roles=role_names,
+                    access_tags=tags,
                 )
             )
             await append_entry(
@@ -138,7 +146,7 @@ class KeyRepository:
                 action="key.create",
                 object_type="api_key",
                 object_id=str(key_id),
-                detail={"name": name, "roles": role_names, "prefix": prefix},
+                detail={"name": name, "roles": role_names, "prefix": prefix, "access_tags": tags},
             )
         return await self._get(key_id)
 
@@ -149,7 +157,11 @@ class KeyRepository:
 
     async def authenticate(self, key_hash: str) -> Principal | None:
         stmt = select(
-            ApiKeyRow.id, ApiKeyRow.tenant_id, ApiKeyRow.roles, ApiKeyRow.last_used_at
+            ApiKeyRow.id,
+            ApiKeyRow.tenant_id,
+            ApiKeyRow.roles,
+            ApiKeyRow.access_tags,
+            ApiKeyRow.last_used_at,
         ).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
         async with translated(), self._engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
@@ -162,7 +174,10 @@ class KeyRepository:
                 )
                 await conn.commit()
         return Principal(
-            tenant_id=row.tenant_id, key_id=row.id, roles=tuple(Role(r) for r in row.roles)
+            tenant_id=row.tenant_id,
+            key_id=row.id,
+            roles=tuple(Role(r) for r in row.roles),
+            access_tags=_tags(row.access_tags),
         )
 
     async def list_keys(self, tenant_id: uuid.UUID | None = None) -> list[ApiKey]:

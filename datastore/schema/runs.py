@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Double,
     ForeignKey,
@@ -73,6 +74,9 @@ class RunRow(Base):
     forked_from_step: Mapped[int | None] = mapped_column(Integer)
     deployment: Mapped[str | None] = mapped_column(String(63))
     """A deployment name the run's decisions are pinned to (a fork onto another model)."""
+    access_tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """The submitting key's access tags, as they were at submission (NULL = the whole tenant):
+    every search of the run is narrowed to documents carrying one of them (0011)."""
 
 
 class StepRow(Base):

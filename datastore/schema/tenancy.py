@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ARRAY, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datastore.schema.base import Base, CreatedAt, UuidPk
@@ -21,6 +21,9 @@ class TenantRow(Base):
 
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("access_tags IS NULL OR cardinality(access_tags) > 0", name="access_tags"),
+    )
 
     id: Mapped[UuidPk]
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -30,6 +33,8 @@ class ApiKeyRow(Base):
     # hash would add latency to every request and no security.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    access_tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """The key sees only documents carrying one of these; NULL = its whole tenant (0011)."""
     created_at: Mapped[CreatedAt]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]

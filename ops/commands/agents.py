@@ -9,7 +9,7 @@ import typer
 
 from agent.domain import AgentDefinition
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Agents: instructions, allowed tools and limits, per tenant.")
 
@@ -47,14 +47,14 @@ def put(
 
     async def body(rt: Runtime) -> None:
         agent = await rt.services.tenancy.put_agent(
-            tenant,
+            rt.caller.scope(tenant),
             name,
             instructions=instructions,
             tools=tools,
             max_steps=max_steps,
             retrieval_k=retrieval_k,
             parallel_calls=parallel_calls,
-            actor=actor(),
+            actor=rt.caller.actor,
         )
 
         def human() -> None:
@@ -83,7 +83,7 @@ def list_(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        agents = await rt.services.tenancy.list_agents(tenant)
+        agents = await rt.services.tenancy.list_agents(rt.caller.scope(tenant))
         names = {t.id: t.name for t in await rt.services.tenancy.list_tenants()}
         rows = [
             [

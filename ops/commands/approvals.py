@@ -1,8 +1,9 @@
 """`garrison approvals list|show|approve|deny`: actions waiting for a person, for operators.
 
-The operator's view across tenants (or one, with `--tenant`). Deciding here is the same as
-through the API: an edit (`--arguments`) is validated and judged by the policy again, the
-decision is audited under the CLI user, and the run goes back to the queue.
+The local administrator's view across tenants (or one, with `--tenant`); with an approver key,
+that key's tenant only, as through the API. Deciding here is the same as through the API: an
+edit (`--arguments`) is validated and judged by the policy again, the decision is audited under
+the caller (`cli:<user>` or `key:<id>`), and the run goes back to the queue.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typer
 from agent.domain import Approval, ApprovalStatus
 from ops.errors import CliError
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Approvals: actions a policy sent to a person; approve or deny them.")
 
@@ -65,8 +66,11 @@ def list_(
 
     async def body(rt: Runtime) -> None:
         svc = rt.services
-        tenant_id = (await svc.tenancy.require_tenant(tenant)).id if tenant else None
-        found = await svc.approvals.list(tenant_id, status=status, run_id=run, limit=limit)
+        scope = rt.caller.scope(tenant)
+        tenant_id = (await svc.tenancy.require_tenant(scope)).id if scope else None
+        found = await svc.approvals.list(
+            tenant_id, status=status, run_id=run, limit=limit, access_tags=rt.caller.access_tags
+        )
         rows = [
             [
                 str(a.id),
@@ -93,7 +97,9 @@ def show(ctx: typer.Context, approval_id: ApprovalArg, json_out: JsonFlag = Fals
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        approval = await rt.services.approvals.get(approval_id, None)
+        approval = await rt.services.approvals.get(
+            approval_id, rt.caller.tenant_id, access_tags=rt.caller.access_tags
+        )
         out.emit({"approval": approval_json(approval)}, lambda: _print(out, approval))
 
     with_services(ctx, out, body)
@@ -119,7 +125,12 @@ def approve(
     async def body(rt: Runtime) -> None:
         edited = _arguments(arguments, arguments_file)
         approval = await rt.services.approvals.approve(
-            approval_id, None, actor=actor(), arguments=edited, reason=reason
+            approval_id,
+            rt.caller.tenant_id,
+            actor=rt.caller.actor,
+            arguments=edited,
+            reason=reason,
+            access_tags=rt.caller.access_tags,
         )
         said = "approved" + (" with edited arguments" if approval.edited else "")
         out.emit(
@@ -141,7 +152,14 @@ def deny(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        approval = await rt.services.approvals.deny(approval_id, None, actor=actor(), reason=reason)
+        caller = rt.caller
+        approval = await rt.services.approvals.deny(
+            approval_id,
+            caller.tenant_id,
+            actor=caller.actor,
+            reason=reason,
+            access_tags=caller.access_tags,
+        )
         out.emit(
             {"approval": approval_json(approval)},
             lambda: out.line(f"approval {approval.id} denied; run {approval.run_id} is queued"),

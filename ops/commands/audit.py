@@ -207,7 +207,8 @@ def export(
     async def body(rt: Runtime) -> None:
         start = _since(since)
         audit = rt.services.audit
-        selection = await audit.select(since=start, tenant=tenant)
+        # With a key, its own tenant's entries only, named or not.
+        selection = await audit.select(since=start, tenant=rt.caller.scope(tenant))
         names = await audit.tenant_names()
         progress = _progress("exported", selection.total)
         written = 0

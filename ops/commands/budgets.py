@@ -16,7 +16,7 @@ import typer
 from agent.budgets.model import BudgetRule, DailyUsage, Limits, Period
 from agent.budgets.service import BudgetStatus
 from ops.output import JsonFlag, Output, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Budgets: tokens, steps, tool calls and wall time, per run or per day.")
 
@@ -55,7 +55,12 @@ def set_(
 
     async def body(rt: Runtime) -> None:
         rule = await rt.services.budgets.set(
-            tenant, period=per, limits=limits, key=key, agent=agent, actor=actor()
+            rt.caller.scope(tenant),
+            period=per,
+            limits=limits,
+            key=key,
+            agent=agent,
+            actor=rt.caller.actor,
         )
 
         def human() -> None:
@@ -81,7 +86,7 @@ def clear(
 
     async def body(rt: Runtime) -> None:
         rule = await rt.services.budgets.clear(
-            tenant, period=per, key=key, agent=agent, actor=actor()
+            rt.caller.scope(tenant), period=per, key=key, agent=agent, actor=rt.caller.actor
         )
         out.emit(
             {"cleared": _rule_json(rule, tenant)},
@@ -105,7 +110,7 @@ def show(
     on = _day(day) if day else None
 
     async def body(rt: Runtime) -> None:
-        statuses = await rt.services.budgets.show(tenant, on)
+        statuses = await rt.services.budgets.show(rt.caller.scope(tenant), on)
         names = {t.id: t.name for t in await rt.services.tenancy.list_tenants()}
         rows = [
             [

@@ -10,7 +10,7 @@ from agent.runtime import Settings
 from datastore import migrate
 from datastore.migrate import MigrationStatus
 from ops.output import JsonFlag, Output
-from ops.runtime import execute, open_runtime
+from ops.runtime import execute, gate_for, open_runtime
 
 app = typer.Typer(help="The database schema: upgrade it, or see where it stands.")
 
@@ -41,7 +41,7 @@ def upgrade(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     out = Output(json_out)
 
     async def main(settings: Settings) -> None:
-        async with open_runtime(settings, schema="none") as rt:
+        async with open_runtime(settings, schema="none", gate=gate_for(ctx)) as rt:
             before = await asyncio.to_thread(migrate.status, rt.url)
             after = await asyncio.to_thread(migrate.upgrade, rt.url)
 
@@ -61,7 +61,7 @@ def status(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     out = Output(json_out)
 
     async def main(settings: Settings) -> None:
-        async with open_runtime(settings, schema="none") as rt:
+        async with open_runtime(settings, schema="none", gate=gate_for(ctx)) as rt:
             current = await asyncio.to_thread(migrate.status, rt.url)
         out.emit(_payload(current), lambda: _describe(out, current))
 

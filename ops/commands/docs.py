@@ -5,6 +5,9 @@ as a document (missing, binary, corrupt, empty, too large) is reported with its 
 skipped; the others still go in, and the exit code says that something was skipped. A file's
 path is its key, so adding it again after it changed replaces it (a new version), and adding it
 unchanged does nothing: re-running after fixing the bad files only stores what is new.
+
+With a key that has access tags, every command sees only the documents carrying one of them,
+as through the API (`agent.services.access`): another document is `not_found`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ def list_(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        target = await rt.services.tenancy.require_tenant(tenant)
-        docs = await rt.services.documents.list(target.id, limit, offset)
+        target = await rt.services.tenancy.require_tenant(rt.caller.scope(tenant))
+        docs = await rt.services.documents.list(
+            target.id, limit, offset, access_tags=rt.caller.access_tags
+        )
         rows = [
             [str(d.id), d.title, str(d.chunk_count), str(d.version), when(d.updated_at), d.key]
             for d in docs
@@ -61,9 +66,14 @@ def show(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        target = await rt.services.tenancy.require_tenant(tenant)
-        doc = await rt.services.documents.get(document_id, target.id)
-        parts = await rt.services.documents.chunks(doc.id, target.id, chunks) if chunks else []
+        target = await rt.services.tenancy.require_tenant(rt.caller.scope(tenant))
+        access = rt.caller.access_tags
+        doc = await rt.services.documents.get(document_id, target.id, access_tags=access)
+        parts = (
+            await rt.services.documents.chunks(doc.id, target.id, chunks, access_tags=access)
+            if chunks
+            else []
+        )
 
         def human() -> None:
             out.line(f"document {doc.id}")
@@ -99,11 +109,12 @@ def delete(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        target = await rt.services.tenancy.require_tenant(tenant)
-        doc = await rt.services.documents.get(document_id, target.id)
+        target = await rt.services.tenancy.require_tenant(rt.caller.scope(tenant))
+        access = rt.caller.access_tags
+        doc = await rt.services.documents.get(document_id, target.id, access_tags=access)
         if not yes:
             _confirm(f"Delete document {doc.title!r} ({doc.chunk_count} chunks) of {tenant}?")
-        deleted = await rt.services.documents.delete(doc.id, target.id)
+        deleted = await rt.services.documents.delete(doc.id, target.id, access_tags=access)
         out.emit(
             {"deleted": deleted},
             lambda: out.line(f"deleted document {deleted.id} ({deleted.title!r})"),

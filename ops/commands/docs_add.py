@@ -2,6 +2,10 @@
 
 Each file's outcome is printed as it is decided; `--progress` (default: on a terminal) adds a
 running count on stderr for long loads. The exit code says whether any file was skipped.
+
+With a key that has access tags, the `--tag`s must include one of them (`access_tag_required`,
+before any file is read: the key could not see what it stored), and a file whose key holds a
+document the key cannot see is skipped with that code rather than replacing it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.services.access import require_access_tag
 from agent.services.ingest import IngestOutcome, IngestProgress, PendingDocument
 from ops.documents import estimated_bytes, expand, read_document
 from ops.errors import CliError
@@ -37,6 +42,8 @@ class FileOutcome:
     version: int | None = None
     chunks: int | None = None
     reason: str | None = None
+    code: str | None = None
+    """Why it failed when that is not about the file itself (`access_tag_required`)."""
 
 
 def parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
@@ -88,7 +95,10 @@ def add(
     show_progress = sys.stderr.isatty() if progress is None else progress
 
     async def body(rt: Runtime) -> None:
-        target = await rt.services.tenancy.require_tenant(tenant)
+        target = await rt.services.tenancy.require_tenant(rt.caller.scope(tenant))
+        # Every file gets the same tags, so one check refuses the whole load at once rather
+        # than file by file (the ingestion checks each document again all the same).
+        require_access_tag("the documents added (--tag)", tags or (), rt.caller.access_tags)
         pending = [
             PendingDocument(
                 str(path),
@@ -104,6 +114,7 @@ def add(
             pending,
             expected_chunks=estimated_bytes(files) // BYTES_PER_CHUNK,
             progress=report,
+            access_tags=rt.caller.access_tags,
         )
         report.finish()
         _finish(out, tenant, [_file_outcome(o) for o in outcomes], ignored)
@@ -143,7 +154,7 @@ class _Reporter:
 
 def _file_outcome(o: IngestOutcome) -> FileOutcome:
     status = "added" if o.status == "created" else o.status
-    outcome = FileOutcome(path=o.label, status=status, reason=o.reason)
+    outcome = FileOutcome(path=o.label, status=status, reason=o.reason, code=o.code)
     if o.document is not None:
         outcome.title, outcome.document_id = o.document.title, str(o.document.id)
         outcome.version, outcome.chunks = o.document.version, o.document.chunk_count

@@ -12,9 +12,11 @@ from agent.domain import ApiKey, Role
 from agent.errors import NotFound
 from ops.errors import CliError
 from ops.output import JsonFlag, Output, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
-app = typer.Typer(help="API keys: each maps a caller to one tenant and its roles.")
+app = typer.Typer(
+    help="API keys: each maps a caller to one tenant, its roles and, optionally, access tags."
+)
 
 ONCE_WARNING = "this secret is shown once and cannot be recovered; store it now"
 
@@ -27,19 +29,41 @@ def create(
     roles: Annotated[
         list[Role] | None, typer.Option("--role", help="A role (repeat); default: client.")
     ] = None,
+    access_tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--access-tag",
+            help="Only documents carrying this tag exist for the key (repeat: any of them); "
+            "default: the whole tenant.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Mint an API key and print its secret, once."""
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
+        minting = rt.caller.principal
         key, secret = await rt.services.keys.create(
-            tenant, name, roles or [Role.CLIENT], actor=actor()
+            rt.caller.scope(tenant),
+            name,
+            roles or [Role.CLIENT],
+            actor=rt.caller.actor,
+            access_tags=access_tags,
+            # A restricted key minting keys: theirs must stay within its own tags.
+            creator_access_tags=None if minting is None else minting.access_tags,
         )
 
         def human() -> None:
             out.line(f"created API key {key.id} for tenant {key.tenant_name}")
-            out.fields([("name", key.name), ("roles", ", ".join(key.roles)), ("secret", secret)])
+            out.fields(
+                [
+                    ("name", key.name),
+                    ("roles", ", ".join(key.roles)),
+                    ("access tags", _scope(key)),
+                    ("secret", secret),
+                ]
+            )
             out.say(f"warning: {ONCE_WARNING}")
 
         out.emit({"key": key, "secret": secret, "warning": ONCE_WARNING}, human)
@@ -57,13 +81,14 @@ def list_(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        keys = await rt.services.keys.list(tenant)
+        keys = await rt.services.keys.list(rt.caller.scope(tenant))
         rows = [
             [
                 str(k.id),
                 k.prefix + "…",
                 k.name,
                 ",".join(k.roles),
+                _scope(k),
                 k.tenant_name,
                 when(k.created_at),
                 when(k.last_used_at, "never"),
@@ -71,7 +96,17 @@ def list_(
             ]
             for k in keys
         ]
-        headers = ["ID", "PREFIX", "NAME", "ROLES", "TENANT", "CREATED", "LAST USED", "REVOKED"]
+        headers = [
+            "ID",
+            "PREFIX",
+            "NAME",
+            "ROLES",
+            "ACCESS TAGS",
+            "TENANT",
+            "CREATED",
+            "LAST USED",
+            "REVOKED",
+        ]
         out.emit({"keys": keys}, lambda: out.table(headers, rows, empty="no API keys"))
 
     with_services(ctx, out, body)
@@ -88,10 +123,11 @@ def revoke(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        key = _find(await rt.services.keys.list(), key_id)
+        # Another tenant's key is not found by a key, as any other object.
+        key = _find(await rt.services.keys.list(rt.caller.scope(None)), key_id)
         if key.revoked_at is None and not yes:
             _confirm(key)
-        revoked = await rt.services.keys.revoke(key_id, actor=actor())
+        revoked = await rt.services.keys.revoke(key_id, actor=rt.caller.actor)
         already = key.revoked_at is not None
         out.emit(
             {"key": revoked, "already_revoked": already},
@@ -102,6 +138,11 @@ def revoke(
         )
 
     with_services(ctx, out, body)
+
+
+def _scope(key: ApiKey) -> str:
+    """A key's access tags as people read them: the tags, or that it sees its whole tenant."""
+    return "(all)" if key.access_tags is None else ",".join(key.access_tags)
 
 
 def _find(keys: list[ApiKey], key_id: uuid.UUID) -> ApiKey:

@@ -14,7 +14,7 @@ import typer
 from agent.domain import ModelDeploymentRecord, ModelSync
 from agent.runtime import Settings, open_router
 from ops.output import JsonFlag, Output, when
-from ops.runtime import Runtime, actor, execute, with_services
+from ops.runtime import Runtime, execute, with_services
 from serving.client import display_url
 from serving.health import DeploymentHealth
 from serving.registry_source import RegistrySource
@@ -83,7 +83,7 @@ def sync(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        report = await rt.services.catalog.sync(actor=actor())
+        report = await rt.services.catalog.sync(actor=rt.caller.actor)
         source = rt.services.source.description
 
         def human() -> None:

@@ -1,9 +1,9 @@
 """`garrison outbox list|retry`: the side effects runs asked for, and a second chance for one.
 
-`list` is the operator's view across tenants (or one tenant, or one run): what each row is,
-where it stands, how many attempts it took and the last error. `retry` puts a `failed` row back
-in line with a fresh set of attempts, for after the cause was fixed (a relay configured, a host
-allowed, a receiver repaired); it is audited.
+`list` is the operator's view across tenants (or one tenant, or one run; with a key, the key's
+tenant only): what each row is, where it stands, how many attempts it took and the last error.
+`retry` puts a `failed` row back in line with a fresh set of attempts, for after the cause was
+fixed (a relay configured, a host allowed, a receiver repaired); it is audited.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 
 from agent.ports import OutboxItem, OutboxStatus
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Outbox: the emails and HTTP requests runs queued, and their delivery.")
 
@@ -36,8 +36,11 @@ def list_(
 
     async def body(rt: Runtime) -> None:
         svc = rt.services
-        tenant_id = (await svc.tenancy.require_tenant(tenant)).id if tenant else None
-        items = await svc.outbox.list(tenant_id, run_id=run, status=status, limit=limit)
+        scope = rt.caller.scope(tenant)
+        tenant_id = (await svc.tenancy.require_tenant(scope)).id if scope else None
+        items = await svc.outbox.list(
+            tenant_id, run_id=run, status=status, limit=limit, access_tags=rt.caller.access_tags
+        )
         rows = [
             [
                 str(i.id),
@@ -70,7 +73,10 @@ def retry(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        item = await rt.services.outbox.retry(item_id, actor=actor())
+        caller = rt.caller
+        item = await rt.services.outbox.retry(
+            item_id, caller.tenant_id, actor=caller.actor, access_tags=caller.access_tags
+        )
         out.emit(
             {"outbox": item_json(item)},
             lambda: out.line(

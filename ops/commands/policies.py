@@ -3,7 +3,8 @@
 `apply` validates the file (every problem with its line), then stores it as the scope's next
 version, audited; the same file again changes nothing. Runs pick a new version up at their next
 claim. `test FILE --against-runs` judges recent runs' recorded actions under the draft and lists
-each step whose verdict would change, without storing or executing anything.
+each step whose verdict would change, without storing or executing anything. It reads every
+recent run of the tenant, whatever scope it ran under, so a key with access tags may not run it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Annotated, Any
 import typer
 
 from agent.domain import PolicyRecord
+from agent.errors import Forbidden
 from agent.policy.service import scope_label
 from agent.policy.whatif import VerdictChange, WhatIf
 from ops.errors import CliError
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Policies: what agents may do, versioned per tenant and agent.")
 
@@ -68,7 +70,7 @@ def apply(
     async def body(rt: Runtime) -> None:
         source = read_policy(path)
         applied = await rt.services.policies.apply(
-            tenant, agent, source, name=str(path), actor=actor()
+            rt.caller.scope(tenant), agent, source, name=str(path), actor=rt.caller.actor
         )
         label = scope_label(tenant, agent)
         version = applied.record.version
@@ -99,7 +101,7 @@ def show(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        record = await rt.services.policies.show(tenant, agent, version)
+        record = await rt.services.policies.show(rt.caller.scope(tenant), agent, version)
 
         def human() -> None:
             out.line(
@@ -135,7 +137,11 @@ def diff(
             raise CliError("usage", "--to compares stored versions; give no FILE with it", 2)
         draft = (str(path), read_policy(path)) if path is not None else None
         found = await rt.services.policies.diff(
-            tenant, agent, draft=draft, from_version=from_version, to_version=to_version
+            rt.caller.scope(tenant),
+            agent,
+            draft=draft,
+            from_version=from_version,
+            to_version=to_version,
         )
 
         def human() -> None:
@@ -158,7 +164,7 @@ def history(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        records = await rt.services.policies.history(tenant, agent)
+        records = await rt.services.policies.history(rt.caller.scope(tenant), agent)
         rows = [
             [
                 str(r.version),
@@ -202,9 +208,16 @@ def trial(
     async def body(rt: Runtime) -> None:
         if not against_runs:
             raise CliError("usage", "say what to test against: --against-runs", 2)
+        if rt.caller.access_tags is not None:
+            # The report shows the arguments of the runs it judges, and it judges them all: a
+            # restricted key would read runs it may not see (`agent.services.access.sees_run`).
+            raise Forbidden(
+                "`garrison policies test` judges every recent run of the tenant, including runs "
+                "this API key's access tags do not cover; use a key without access tags"
+            )
         source = read_policy(path)
         report = await rt.services.policies.test(
-            source, name=str(path), tenant_name=tenant, agent=agent, limit=limit
+            source, name=str(path), tenant_name=rt.caller.scope(tenant), agent=agent, limit=limit
         )
         out.emit(_report_json(report), lambda: _print_report(out, report))
 

@@ -1,9 +1,11 @@
 """`garrison runs list|show|submit|cancel|resume`: runs across every tenant, and their lifecycle.
 
-`show` is the operator's view of a run: what the model was shown, what it answered on every
-attempt, what the code made of it, and what the tool returned. Humans get a condensed page with
-long values clipped; `--json` gives every recorded field in full. `submit`, `cancel` and
-`resume` go through the same service as the API, so they obey the same transitions.
+`show` is the operator's view of a run (with a key, of the key's tenant only, and of the runs
+its access tags cover: `agent.services.access.sees_run`): what the model
+was shown, what it answered on every attempt, what the code made of it, and what the tool
+returned. Humans get a condensed page with long values clipped; `--json` gives every recorded
+field in full. `submit`, `cancel` and `resume` go through the same service as the API, so they
+obey the same transitions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ops.commands.runs_replay import fork, replay
 from ops.commands.runs_watch import watch
 from ops.errors import INFRASTRUCTURE, CliError
 from ops.output import JsonFlag, Output, clip, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Runs: submit, list, inspect step by step, cancel, resume.")
 
@@ -45,8 +47,9 @@ def list_(
 
     async def body(rt: Runtime) -> None:
         svc = rt.services
-        tenant_id = (await svc.tenancy.require_tenant(tenant)).id if tenant else None
-        runs = await svc.runs.list(tenant_id, status, limit)
+        scope = rt.caller.scope(tenant)
+        tenant_id = (await svc.tenancy.require_tenant(scope)).id if scope else None
+        runs = await svc.runs.list(tenant_id, status, limit, access_tags=rt.caller.access_tags)
         names = {t.id: t.name for t in await svc.tenancy.list_tenants()}
         rows = [
             [
@@ -74,9 +77,11 @@ def show(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> No
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        # tenant_id=None: the operator sees every tenant's runs; clients never reach this path.
-        run = await rt.services.runs.get(run_id, None)
-        steps = await rt.services.runs.steps(run_id, None)
+        # The local administrator sees every tenant's runs (tenant_id None), a key its own
+        # tenant's that its access tags cover.
+        access = rt.caller.access_tags
+        run = await rt.services.runs.get(run_id, rt.caller.tenant_id, access_tags=access)
+        steps = await rt.services.runs.steps(run_id, rt.caller.tenant_id, access_tags=access)
 
         def human() -> None:
             _print_run(out, run)
@@ -121,8 +126,18 @@ def submit(
 
     async def body(rt: Runtime) -> None:
         svc = rt.services
-        tenant_id = (await svc.tenancy.require_tenant(tenant)).id
-        submission = await svc.runs.request(tenant_id, agent, task, idempotency_key=idempotency_key)
+        tenant_id = (await svc.tenancy.require_tenant(rt.caller.scope(tenant))).id
+        # With a key, the run is the key's, as through the API: its budgets apply, and its
+        # access tags go with the run and narrow every search it makes.
+        access = rt.caller.access_tags
+        submission = await svc.runs.request(
+            tenant_id,
+            agent,
+            task,
+            idempotency_key=idempotency_key,
+            api_key_id=rt.caller.key_id,
+            access_tags=access,
+        )
         run = submission.run
         if submission.replayed:
             note = f"run {run.id} was already submitted with this idempotency key"
@@ -131,11 +146,12 @@ def submit(
         if wait:
             # On stderr: stdout carries only the result, and nothing when the wait fails.
             typer.echo(f"{note}; waiting for it to end (at most {timeout:g} s)", err=True)
-            settled = await svc.runs.wait(run.id, None, timeout)
+            settled = await svc.runs.wait(run.id, tenant_id, timeout, access_tags=access)
             if settled is None:
+                now = await svc.runs.get(run.id, tenant_id, access_tags=access)
                 raise CliError(
                     "wait_timeout",
-                    f"run {run.id} is still {(await svc.runs.get(run.id, None)).status} after "
+                    f"run {run.id} is still {now.status} after "
                     f"{timeout:g} s; is a worker running? (`garrison runs show {run.id}`)",
                     INFRASTRUCTURE,
                 )
@@ -159,7 +175,10 @@ def cancel(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> 
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        run = await rt.services.runs.cancel(run_id, None, actor=actor())
+        caller = rt.caller
+        run = await rt.services.runs.cancel(
+            run_id, caller.tenant_id, actor=caller.actor, access_tags=caller.access_tags
+        )
 
         def human() -> None:
             if run.status == RunStatus.CANCELLED:
@@ -178,7 +197,10 @@ def resume(ctx: typer.Context, run_id: RunIdArg, json_out: JsonFlag = False) -> 
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        run = await rt.services.runs.resume(run_id, None, actor=actor())
+        caller = rt.caller
+        run = await rt.services.runs.resume(
+            run_id, caller.tenant_id, actor=caller.actor, access_tags=caller.access_tags
+        )
         out.emit(
             {"run": _run(run)},
             lambda: out.line(f"run {run.id} queued again; it resumes after step {run.step_count}"),

@@ -4,7 +4,8 @@
 model answers and tool results (no model call, no side effect, nothing written) and names the
 first step where it decides differently; its exit status says whether there was one, so a
 script can gate an upgrade on it. `fork` queues a new run with the first N steps copied; a
-worker takes it from there, live. Both are the operator's view: any tenant's run.
+worker takes it from there, live. Both are the operator's view: any tenant's run (with a key,
+the key's tenant's runs that its access tags cover; a fork is the key's, as through the API).
 Registered on the `runs` app by `ops.commands.runs`.
 """
 
@@ -18,7 +19,7 @@ import typer
 from agent.domain import Run
 from agent.replay_compare import ReplayReport
 from ops.output import JsonFlag, Output, clip
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 DIVERGED = 1
 """Exit status of `replay` when today's code decides differently (as for a caller error)."""
@@ -38,7 +39,9 @@ def replay(ctx: typer.Context, run_id: RunArg, json_out: JsonFlag = False) -> No
     reports: list[ReplayReport] = []
 
     async def body(rt: Runtime) -> None:
-        report = await rt.services.replays.replay(run_id, None)
+        report = await rt.services.replays.replay(
+            run_id, rt.caller.tenant_id, access_tags=rt.caller.access_tags
+        )
         reports.append(report)
         out.emit(report, lambda: _print_report(out, report))
 
@@ -99,7 +102,13 @@ def fork(
 
     async def body(rt: Runtime) -> None:
         new = await rt.services.forks.fork(
-            run_id, None, from_step=from_step, deployment=deployment, actor=actor()
+            run_id,
+            rt.caller.tenant_id,
+            from_step=from_step,
+            deployment=deployment,
+            api_key_id=rt.caller.key_id,
+            actor=rt.caller.actor,
+            access_tags=rt.caller.access_tags,
         )
         out.emit({"run": _fork(new)}, lambda: _print_fork(out, new))
 

@@ -1,6 +1,6 @@
 """`garrison runs watch ID`: follow one run's events live until it ends.
 
-The same event stream as `GET /v1/runs/{id}/events` (the operator's view, any tenant), printed
+The same event stream as `GET /v1/runs/{id}/events` (any tenant's run; a key's own), printed
 as one line per event for people or one JSON object per line with `--json`. A run that ends in
 failure still exits 0: the watch itself worked; the failure is printed (on stderr with `--json`,
 so stdout stays pure event lines).
@@ -43,8 +43,12 @@ def watch(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        # tenant_id=None: the operator watches any tenant's run, as with `runs show`.
-        opened = await rt.services.events.open(run_id, None, from_now=not from_start)
+        # As with `runs show`: any tenant's run for the local administrator, for a key the runs
+        # of its tenant that its access tags cover.
+        access = rt.caller.access_tags
+        opened = await rt.services.events.open(
+            run_id, rt.caller.tenant_id, from_now=not from_start, access_tags=access
+        )
         out.line(f"watching run {run_id} (agent {opened.run.agent_name})")
         async with aclosing(opened.follow()) as items:
             async for item in items:
@@ -55,7 +59,9 @@ def watch(
                 else:
                     out.line(event_line(item))
         # The stream ends with the run; its outcome (output, failure) is on the run itself.
-        _print_outcome(out, await rt.services.runs.get(run_id, None))
+        _print_outcome(
+            out, await rt.services.runs.get(run_id, rt.caller.tenant_id, access_tags=access)
+        )
 
     with_services(ctx, out, body)
 

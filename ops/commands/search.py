@@ -2,7 +2,8 @@
 re-embedding stored chunks after the embedding model changed.
 
 `search` runs the same search service as the agent's `search_documents` tool and `GET
-/v1/search`, so an operator sees exactly what a run of that tenant would be shown.
+/v1/search`, so an operator sees exactly what a run of that tenant would be shown (with a key
+that has access tags, what a run it submits would be shown). `reindex` is a host command.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def search(
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        target = await rt.services.tenancy.require_tenant(tenant)
-        found = await rt.services.documents.search(target.id, query, k=k, filter=scope, mode=mode)
+        target = await rt.services.tenancy.require_tenant(rt.caller.scope(tenant))
+        found = await rt.services.documents.search(
+            target.id, query, k=k, filter=scope, mode=mode, access_tags=rt.caller.access_tags
+        )
         plan = found.result.plan
 
         def human() -> None:

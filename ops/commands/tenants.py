@@ -1,4 +1,4 @@
-"""`garrison tenants create|list`."""
+"""`garrison tenants create|list`: host commands (`ops.command_roles.HOST`), run without a key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from agent.errors import NotFound
 from ops.output import JsonFlag, Output, when
-from ops.runtime import Runtime, actor, with_services
+from ops.runtime import Runtime, with_services
 
 app = typer.Typer(help="Tenants: the boundary every agent, key, document and run belongs to.")
 
@@ -26,7 +26,10 @@ def create(
         try:
             tenant, created = await rt.services.tenancy.require_tenant(name), False
         except NotFound:
-            tenant, created = await rt.services.tenancy.create_tenant(name, actor=actor()), True
+            tenant, created = (
+                await rt.services.tenancy.create_tenant(name, actor=rt.caller.actor),
+                True,
+            )
         out.emit(
             {"tenant": tenant, "created": created},
             lambda: out.line(

@@ -22,7 +22,7 @@ import typer
 from agent.domain import ModelSync
 from agent.runtime import ComponentHealth, Settings, describe
 from ops.output import JsonFlag, Output
-from ops.runtime import Runtime, actor, execute, open_runtime
+from ops.runtime import Runtime, execute, gate_for, open_runtime
 from ops.seed import DEMO_AGENT, DEMO_QUESTION, DEMO_TENANT, SeedReport, demo_tools, seed_demo
 
 HostOption = Annotated[
@@ -77,10 +77,12 @@ def up(
         with serving_process(out, host_, _port(settings, port), json_logs) as (stop, sock):
             async with (
                 contextlib.AsyncExitStack() as stack,
-                open_runtime(settings, schema="upgrade", progress=out.progress) as rt,
+                open_runtime(
+                    settings, schema="upgrade", gate=gate_for(ctx), progress=out.progress
+                ) as rt,
             ):
                 with out.progress("recording the model registry") as step:
-                    step.detail = _synced(await rt.services.catalog.sync(actor=actor()))
+                    step.detail = _synced(await rt.services.catalog.sync(actor=rt.caller.actor))
                 engines = await bring_up(rt.settings, out)
                 stack.push_async_callback(engines.stop, out)
                 health = await rt.services.health()
@@ -125,7 +127,10 @@ def serve(
 
         host_ = host or settings.api.host
         with serving_process(out, host_, _port(settings, port), json_logs) as (stop, sock):
-            async with open_runtime(settings, schema="auto", progress=out.progress) as rt:
+            gate = gate_for(ctx)
+            async with open_runtime(
+                settings, schema="auto", gate=gate, progress=out.progress
+            ) as rt:
                 if stop.requested.is_set():
                     out.say("stopped before the API started")
                     return
@@ -197,7 +202,7 @@ async def _seed(out: Output, rt: Runtime, health: list[ComponentHealth]) -> Seed
         report = await seed_demo(
             rt.services,
             rt.settings.database.data_dir,
-            actor=actor(),
+            actor=rt.caller.actor,
             load_documents=embed_ok,
             tools=demo_tools(rt.services.source.origin),
         )

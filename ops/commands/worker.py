@@ -9,7 +9,7 @@ import typer
 
 from agent.runtime import Settings
 from ops.output import JsonFlag, Output
-from ops.runtime import execute, open_runtime
+from ops.runtime import execute, gate_for, open_runtime
 
 
 def worker(
@@ -42,7 +42,10 @@ def worker(
             settings = settings.model_copy(update={"agent": agent})
         with StopSignals(out).installed() as stop:
             configure_logging(json_logs)
-            async with open_runtime(settings, schema="auto", progress=out.progress) as rt:
+            gate = gate_for(ctx)
+            async with open_runtime(
+                settings, schema="auto", gate=gate, progress=out.progress
+            ) as rt:
                 chat = next(c for c in await rt.services.health() if c.name == "chat_model")
                 if not chat.ok:
                     out.say(f"warning: no chat model reachable ({chat.detail}); runs will fail")

@@ -96,3 +96,41 @@ async def test_the_application_never_holds_more_than_the_limit() -> None:
     assert seen <= LIMIT
     assert sent[0]["status"] == 413
     assert json.loads(sent[-1]["body"])["error"]["code"] == "payload_too_large"
+
+
+@pytest.fixture
+def document_limit_url(serve: Serve, settings: Settings, database_url: str) -> str:
+    api = settings.api.model_copy(
+        update={"max_body_bytes": LIMIT, "max_document_body_bytes": 4 * LIMIT}
+    )
+    return serve(settings.model_copy(update={"api": api}), database_url)
+
+
+def document_body(size: int, path: str) -> bytes:
+    """A valid document request (one, or a batch of one) of exactly `size` bytes."""
+
+    def body(text: str) -> bytes:
+        doc = {"text": text}
+        return json.dumps(doc if path == "/v1/documents" else {"documents": [doc]}).encode()
+
+    return body("x" * (size - len(body(""))))
+
+
+@pytest.mark.parametrize("path", ["/v1/documents", "/v1/documents/batch"])
+async def test_document_uploads_have_their_own_limit(
+    document_limit_url: str, acme: TenantFixture, path: str
+) -> None:
+    headers = {**bearer(acme.secret), "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=document_limit_url, trust_env=False) as client:
+        fits = await client.post(path, content=document_body(4 * LIMIT, path), headers=headers)
+        assert fits.status_code in (200, 201), fits.text
+        over = document_body(4 * LIMIT + 1, path)
+        error = assert_error(
+            await client.post(path, content=over, headers=headers), 413, "payload_too_large"
+        )
+        assert error["message"] == f"the request body is larger than {4 * LIMIT} bytes"
+        streamed = await client.post(path, content=chunks(over), headers=headers)
+        assert_error(streamed, 413, "payload_too_large")
+        # Every other route keeps the general limit.
+        runs = await client.post("/v1/runs", content=run_body(2 * LIMIT), headers=headers)
+        assert_error(runs, 413, "payload_too_large")

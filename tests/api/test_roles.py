@@ -16,8 +16,9 @@ from fastapi import APIRouter, FastAPI
 
 from agent.api.access import apply_role_table
 from agent.api.deps import PrincipalDep
-from agent.api.roles import IMPLIED, PUBLIC_ROUTES, ROUTE_ROLES, holds
+from agent.api.roles import PUBLIC_ROUTES, ROUTE_ROLES
 from agent.domain import Principal, Role
+from agent.roles import IMPLIED, holds
 from agent.runtime import Services, Settings
 from tests.api.conftest import Serve, assert_error, bearer
 from tests.api.operations import call, served_operations

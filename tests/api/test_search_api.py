@@ -43,7 +43,7 @@ async def test_batch_stores_the_good_and_reports_the_bad(
     assert (body["created"], body["updated"], body["unchanged"], body["failed"]) == (2, 0, 0, 1)
     assert [item["status"] for item in body["data"]] == ["created", "failed", "created"]
     assert body["data"][1]["error"] == {
-        "code": "invalid_document",
+        "code": "unreadable_document",
         "message": "the HTML has no visible text",
     }
     assert body["data"][0]["document"]["key"] == "catalogue/XK-4471-B"

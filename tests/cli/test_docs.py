@@ -74,6 +74,7 @@ def test_add_json_and_idempotence(cli: Cli, tmp_path: Path) -> None:
         "version": None,
         "chunks": None,
         "reason": "empty file",
+        "code": "unreadable_document",
     }
     assert json.loads(again.stderr)["error"]["code"] == "some_files_failed"
 

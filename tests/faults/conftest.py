@@ -111,6 +111,20 @@ class ScriptedRuns:
         with self._lock:
             return {s: n for (t, s), n in sorted(self.asked.items()) if t == task}
 
+    def on_ask(self, hook: Hook) -> list[str]:
+        """Run `hook` before every answer. What it raises is collected in the returned list, for
+        the test to assert empty: raised on the model server's thread, it would be swallowed."""
+        problems: list[str] = []
+
+        def reported(task: str, step: int) -> None:
+            try:
+                hook(task, step)
+            except Exception as exc:
+                problems.append(repr(exc))
+
+        self.hooks.append(reported)
+        return problems
+
     def _answer(self, request: dict[str, Any]) -> str:
         task, step = where(request)
         with self._lock:
@@ -167,6 +181,12 @@ class Ledger:
             "SELECT * FROM outbox WHERE run_id = %s ORDER BY step_number, call_index", run_id
         )
 
+    def deliveries(self, run_id: uuid.UUID) -> list[tuple[int, str, str, int]]:
+        """The run's outbox rows as (step number, kind, status, attempts), in step order."""
+        return [
+            (r["step_number"], r["kind"], r["status"], r["attempts"]) for r in self.outbox(run_id)
+        ]
+
     def worker_pid(self, run_id: uuid.UUID) -> int | None:
         """The pid inside the run's `worker_id` (`host:pid:suffix`), if a worker holds it."""
         worker_id = self.run(run_id)["worker_id"]
@@ -189,6 +209,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
         time.sleep(0.02)
+
+
+def reaches(ledger: Ledger, run_id: uuid.UUID, status: str) -> Callable[[], bool]:
+    """Whether the run is in `status` now; fails at once on a run that ended another way."""
+
+    def check() -> bool:
+        run = ledger.run(run_id)
+        assert run["status"] not in ENDED_BADLY, (run["failure_code"], run["failure_detail"])
+        return bool(run["status"] == status)
+
+    return check
+
+
+def finished_and_delivered(ledger: Ledger, run_id: uuid.UUID) -> Callable[[], bool]:
+    """Whether the run succeeded and every effect it queued was delivered."""
+    succeeded = reaches(ledger, run_id, "succeeded")
+    return lambda: succeeded() and all(r["status"] == "delivered" for r in ledger.outbox(run_id))
 
 
 # -- tenants, agents and runs --------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     ScriptedRuns,
     effect_tenant,
     finish,
+    finished_and_delivered,
     search,
     sinks_env,
     submit,
@@ -66,40 +67,28 @@ def test_a_run_killed_at_every_step_boundary_completes_with_each_step_and_effect
     )
     at_kill: dict[int, dict[str, Any]] = {}
     """Per boundary k: what the outbox and the sinks held for step k when its worker died."""
-    problems: list[str] = []
 
     def kill_at_each_boundary(asked_task: str, step: int) -> None:
         if asked_task != task or runs_script.times_asked(task, step) != 1:
             return
-        try:
-            # A dispatcher killed mid-delivery is the at-least-once window (its own test); here
-            # every kill lands between deliveries.
-            wait_until(
-                lambda: all(r["status"] != "delivering" for r in ledger.outbox(run_id)),
-                30,
-                "no delivery in flight",
-            )
-            committed = step - 1
-            at_kill[committed] = {
-                "steps": ledger.step_numbers(run_id),
-                "outbox": [
-                    r["status"] for r in ledger.outbox(run_id) if r["step_number"] == committed
-                ],
-                "received": receipts(key(committed), smtp_sink, http_sink),
-            }
-            fleet.kill_driver(run_id)
-        except Exception as exc:  # reported by the test, not swallowed by the model server
-            problems.append(repr(exc))
-
-    runs_script.hooks.append(kill_at_each_boundary)
-
-    def finished_and_delivered() -> bool:
-        outbox = ledger.outbox(run_id)
-        return ledger.run(run_id)["status"] == "succeeded" and all(
-            r["status"] == "delivered" for r in outbox
+        # A dispatcher killed mid-delivery is the at-least-once window (its own test); here
+        # every kill lands between deliveries.
+        wait_until(
+            lambda: all(r["status"] != "delivering" for r in ledger.outbox(run_id)),
+            30,
+            "no delivery in flight",
         )
+        committed = step - 1
+        at_kill[committed] = {
+            "steps": ledger.step_numbers(run_id),
+            "outbox": [r["status"] for r in ledger.outbox(run_id) if r["step_number"] == committed],
+            "received": receipts(key(committed), smtp_sink, http_sink),
+        }
+        fleet.kill_driver(run_id)
 
-    fleet.keep(1, until=finished_and_delivered, timeout=120, what="the run and its deliveries")
+    problems = runs_script.on_ask(kill_at_each_boundary)
+    done = finished_and_delivered(ledger, run_id)
+    fleet.keep(1, until=done, timeout=120, what="the run and its deliveries")
     assert problems == []
 
     # Each boundary was hit with exactly the steps before it committed, and after each step with a
@@ -127,8 +116,4 @@ def test_a_run_killed_at_every_step_boundary_completes_with_each_step_and_effect
     assert http_sink.keys() == Counter({key(1): 1})
     assert [m["X-Garrison-Idempotency-Key"] for m in smtp_sink.messages] == [key(3)]
     assert smtp_sink.messages[0]["Subject"] == "Disk 91% full"
-    outbox = ledger.outbox(run_id)
-    assert [(r["step_number"], r["kind"], r["status"], r["attempts"]) for r in outbox] == [
-        (1, "http", "delivered", 1),
-        (3, "email", "delivered", 1),
-    ]
+    assert ledger.deliveries(run_id) == [(1, "http", "delivered", 1), (3, "email", "delivered", 1)]

@@ -67,7 +67,7 @@ async def test_every_administrators_change_is_linked(
     await services.runs.resume(parked.id, None, actor=ADMIN)
     [item] = await services.store.outbox.list_items(tenant_id=None, run_id=effectful.id)
     fail_outbox(database_url, item.id)
-    await services.outbox.retry(item.id, actor=ADMIN)
+    await services.outbox.retry(item.id, None, actor=ADMIN)
 
     made = (await entries(services))[start:]
     assert [(e.action, e.object_type, e.object_id, e.tenant_id, e.actor) for e in made] == [
@@ -81,7 +81,12 @@ async def test_every_administrators_change_is_linked(
         ("outbox.retry", "outbox", str(item.id), acme.tenant.id, ADMIN),
     ]
     details = {e.action: e.detail for e in made}
-    assert details["key.create"] == {"name": "ops", "roles": ["operator"], "prefix": key.prefix}
+    assert details["key.create"] == {
+        "name": "ops",
+        "roles": ["operator"],
+        "prefix": key.prefix,
+        "access_tags": None,
+    }
     assert details["agent.put"]["version"] == 1
     assert details["run.fork"] == {"parent": str(parent.id), "from_step": 1, "deployment": None}
     assert details["run.cancel"] == {"from": "queued", "deferred": False, "to": "cancelled"}

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from agent import context as context_module
+from agent import deciding as deciding_module
 from agent import decision as decision_module
 from agent import loop as loop_module
 from agent.domain import RunStatus, Step
@@ -145,7 +146,7 @@ async def test_a_changed_action_parser_is_a_decision_divergence(
             return action
         return real(raw.replace("trains", "train timetable"), tools)
 
-    monkeypatch.setattr(loop_module, "parse_action", rewrites_queries)
+    monkeypatch.setattr(deciding_module, "parse_action", rewrites_queries)
 
     report = await replay(services, run_id, acme)
 
@@ -172,7 +173,7 @@ async def test_asking_the_model_more_often_than_recorded_is_a_divergence_not_a_c
             raise decision_module.InvalidAction("finish is not allowed today")
         return action
 
-    monkeypatch.setattr(loop_module, "parse_action", refuses_finish)
+    monkeypatch.setattr(deciding_module, "parse_action", refuses_finish)
 
     report = await replay(services, run_id, acme)
 
@@ -197,7 +198,7 @@ async def test_fewer_model_calls_than_recorded_is_a_divergence(
                         ' reimbursement"}}', tools)  # fmt: skip
         return real(raw, tools)
 
-    monkeypatch.setattr(loop_module, "parse_action", lenient)
+    monkeypatch.setattr(deciding_module, "parse_action", lenient)
 
     report = await replay(services, run_id, acme)
 

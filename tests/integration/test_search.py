@@ -15,7 +15,6 @@ from agent.runtime import Services
 from agent.services.search import SearchMode
 from datastore.repos.search import SearchRepository
 from datastore.repos.search_plan import PlannerCosts
-from serving.testing.scripted import deterministic_embedding
 from tests.conftest import TenantFixture
 
 DOCS = 5000
@@ -68,6 +67,17 @@ def exact_top(url: str, tenant_id: uuid.UUID, q: list[float], metadata: str, k: 
     return [r[0] for r in rows]
 
 
+def chunk_ids(url: str, tenant_id: uuid.UUID, metadata: str = "{}") -> set[int]:
+    """The tenant's chunks whose document's metadata contains `metadata`."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE c.tenant_id = %s AND d.metadata @> %s::jsonb",
+            (tenant_id, metadata),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 async def test_filtered_search_returns_exactly_k_at_1_and_10_percent(
     services: Services, acme: TenantFixture, globex: TenantFixture, database_url: str
 ) -> None:
@@ -84,10 +94,13 @@ async def test_filtered_search_returns_exactly_k_at_1_and_10_percent(
         assert planned.plan.strategy == "exact"
         assert planned.plan.estimated_rows == in_scope
         assert (forced.plan.strategy, forced.plan.fell_back) == ("hnsw", False)
+        # Globex's documents have the same titles and metadata: only chunk ids tell them apart.
+        in_filter = chunk_ids(database_url, acme.tenant.id, f'{{"{field}": {value}}}')
         for result in (planned, forced):
             assert len(result.hits) == K
             titles = [int(h.title.split()[1]) for h in result.hits]
             assert all(getattr_metadata(t, field) == value for t in titles)
+            assert {h.chunk_id for h in result.hits} <= in_filter
         truth = exact_top(database_url, acme.tenant.id, q, f'{{"{field}": {value}}}', K)
         assert [h.chunk_id for h in planned.hits] == truth
 
@@ -209,8 +222,9 @@ async def test_hybrid_finds_an_exact_product_code_that_vector_search_misses(
 async def test_search_tool_applies_filters_and_records_what_it_retrieved(
     services: Services, acme: TenantFixture
 ) -> None:
+    stored = {}
     for owner in ("hr", "finance"):
-        await services.documents.ingest(
+        stored[owner], _ = await services.documents.ingest(
             acme.tenant.id,
             title=f"{owner} travel",
             text=f"The {owner} travel policy: trains under four hours.",
@@ -232,6 +246,11 @@ async def test_search_tool_applies_filters_and_records_what_it_retrieved(
     hits = result.data["hits"]
     assert [h["title"] for h in hits] == ["hr travel"]
     assert set(hits[0]) >= {"chunk_id", "document_id", "document_version", "score", "snippet"}
-    assert result.data["search"]["strategy"] == "exact"
-    assert result.prompt_tokens > 0
-    assert deterministic_embedding("x")  # the scripted model embeds deterministically
+    # What it records is the stored chunk it retrieved, not a copy that merely looks alike.
+    hr = stored["hr"]
+    assert hits[0]["document_id"] == str(hr.id)
+    chunks = await services.store.documents.list_chunks(hr.id, acme.tenant.id, 10)
+    assert hits[0]["chunk_id"] in {c.id for c in chunks}
+    assert result.data["search"] == {"strategy": "exact", "estimated_rows": 1}
+    # The query's embedding cost: the scripted model counts a token a word ("travel policy").
+    assert result.prompt_tokens == 2

@@ -96,7 +96,7 @@ async def test_a_failing_receiver_gets_it_after_retries_with_the_same_key(
 
 
 async def test_a_client_error_is_permanent_and_an_operator_can_retry_it(
-    services: Services, acme: TenantFixture, http_sink: HttpSink
+    services: Services, acme: TenantFixture, globex: TenantFixture, http_sink: HttpSink
 ) -> None:
     http_sink.answer(400)
     run = await queue(services, acme, [post(http_sink)])
@@ -109,7 +109,9 @@ async def test_a_client_error_is_permanent_and_an_operator_can_retry_it(
         assert await d.run_until_idle() == 0  # failed rows stay put
         assert len(http_sink.received) == 1
 
-        again = await services.outbox.retry(item.id, actor="test")
+        with pytest.raises(NotFound):  # another tenant's row, as on every read
+            await services.outbox.retry(item.id, globex.tenant.id, actor="test")
+        again = await services.outbox.retry(item.id, acme.tenant.id, actor="test")
         assert (again.status, again.attempts) == ("pending", 0)
         [item] = await until_settled(d, services, run)
     finally:
@@ -126,9 +128,9 @@ async def test_retrying_a_row_that_did_not_fail_is_a_conflict(
     run = await queue(services, acme, [post(http_sink)])
     [item] = await rows(services, run)
     with pytest.raises(Conflict, match="is pending"):
-        await services.outbox.retry(item.id, actor="test")
+        await services.outbox.retry(item.id, None, actor="test")
     with pytest.raises(NotFound):
-        await services.outbox.retry(item.id + 1000, actor="test")
+        await services.outbox.retry(item.id + 1000, None, actor="test")
 
 
 async def test_transient_failures_give_up_after_max_attempts(

@@ -12,17 +12,7 @@ from tests.api.conftest import assert_error, bearer
 from tests.conftest import TenantFixture
 from tests.outbox.conftest import HttpSink, finish, http_request
 from tests.policy.conftest import apply, approver_key, deliver, drive, pending_approval, start
-
-GATED = """
-[egress]
-allow_hosts = ["{host}"]
-
-[[rules]]
-name = "orders"
-tools = ["http_request"]
-effect = "require_approval"
-reason = "orders need a buyer's approval"
-"""
+from tests.policy.policies import gated_orders
 
 
 async def test_an_approver_decides_through_the_api(
@@ -32,7 +22,7 @@ async def test_an_approver_decides_through_the_api(
     scripted_model: ScriptedModelServer,
     http_sink: HttpSink,
 ) -> None:
-    await apply(services, "acme", GATED.format(host=http_sink.host))
+    await apply(services, "acme", gated_orders(http_sink.host))
     scripted_model.enqueue(http_request("POST", http_sink.url("/orders"), body='{"qty": 500}'))
     run = await start(services, acme)
     approval = await pending_approval(services, run)
@@ -95,7 +85,7 @@ async def test_approvals_are_invisible_to_other_tenants_and_to_clients(
     scripted_model: ScriptedModelServer,
     http_sink: HttpSink,
 ) -> None:
-    await apply(services, "acme", GATED.format(host=http_sink.host))
+    await apply(services, "acme", gated_orders(http_sink.host))
     scripted_model.enqueue(http_request("GET", http_sink.url()))
     run = await start(services, acme)
     approval = await pending_approval(services, run)

@@ -11,18 +11,18 @@ from agent.policy.errors import ApprovalDecided, PolicyDenied
 from agent.runtime import Services, Settings, open_services
 from serving.testing.scripted import ScriptedModelServer
 from tests.conftest import TenantFixture
-from tests.outbox.conftest import HttpSink, SmtpSink, finish, http_request, send_email
-from tests.policy.conftest import apply, deliver, drive, last_prompt, pending_approval, start
-
-DENY_HTTP = '[tools]\ndeny = ["http_request"]\n'
-EXTERNAL_EMAIL = """
-[[rules]]
-name = "external-email"
-tools = ["send_email"]
-effect = "require_approval"
-reason = "email leaving acme.com needs a human"
-when = [{ arg = "to", part = "domain", not_in = ["acme.com"] }]
-"""
+from tests.outbox.conftest import HttpSink, SmtpSink, finish, http_request
+from tests.policy.conftest import (
+    apply,
+    deliver,
+    drive,
+    gated_email,
+    last_prompt,
+    nothing_sent,
+    pending_approval,
+    start,
+)
+from tests.policy.policies import DENY_HTTP, gated_orders
 
 
 async def test_a_denied_action_never_runs_and_the_model_is_told(
@@ -87,11 +87,7 @@ async def test_an_approved_action_runs_once_after_approval_even_across_a_restart
     scripted_model: ScriptedModelServer,
     smtp_sink: SmtpSink,
 ) -> None:
-    await apply(services, "acme", EXTERNAL_EMAIL)
-    scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "Our quote: 100"))
-    run = await start(services, acme)
-    assert run.status is RunStatus.AWAITING_APPROVAL, (run.failure_code, run.failure_detail)
-    approval = await pending_approval(services, run)
+    run, approval = await gated_email(services, acme, scripted_model)
     assert (approval.step_number, approval.tool, approval.rule) == (
         1,
         "send_email",
@@ -109,9 +105,7 @@ async def test_an_approved_action_runs_once_after_approval_even_across_a_restart
     }
     # Waiting: nothing queued, nothing delivered, and no worker picks the run up.
     assert await drive(services, run) == await services.runs.get(run.id, acme.tenant.id)
-    assert await services.outbox.list(acme.tenant.id, run_id=run.id) == []
-    assert await deliver(services) == 0
-    assert smtp_sink.messages == []
+    await nothing_sent(services, acme, run, smtp_sink)
 
     decided = await services.approvals.approve(approval.id, acme.tenant.id, actor="key:ann")
     assert (decided.status, decided.decided_by, decided.edited) == (
@@ -156,10 +150,7 @@ async def test_an_approved_action_runs_once_after_approval_even_across_a_restart
 async def test_an_approved_step_taken_twice_after_a_crash_queues_its_effect_once(
     services: Services, acme: TenantFixture, scripted_model: ScriptedModelServer
 ) -> None:
-    await apply(services, "acme", EXTERNAL_EMAIL)
-    scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "100"))
-    run = await start(services, acme)
-    approval = await pending_approval(services, run)
+    run, approval = await gated_email(services, acme, scripted_model)
     await services.approvals.approve(approval.id, acme.tenant.id, actor="key:ann")
 
     # Worker A claims the run and takes the approved step, then dies before committing it.
@@ -191,10 +182,7 @@ async def test_a_denied_approval_is_told_to_the_model_and_nothing_runs(
     scripted_model: ScriptedModelServer,
     smtp_sink: SmtpSink,
 ) -> None:
-    await apply(services, "acme", EXTERNAL_EMAIL)
-    scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "100"))
-    run = await start(services, acme)
-    approval = await pending_approval(services, run)
+    run, approval = await gated_email(services, acme, scripted_model)
     with pytest.raises(CallerError):
         await services.approvals.deny(approval.id, acme.tenant.id, actor="key:ann", reason=" ")
     await services.approvals.deny(
@@ -213,20 +201,7 @@ async def test_a_denied_approval_is_told_to_the_model_and_nothing_runs(
         }
     }
     assert "we do not quote by email" in last_prompt(scripted_model.chat_requests)
-    assert await services.outbox.list(acme.tenant.id, run_id=run.id) == []
-    assert await deliver(services) == 0
-    assert smtp_sink.messages == []
-
-
-GATED_HTTP = """
-[egress]
-allow_hosts = ["{host}"]
-
-[[rules]]
-name = "every-request"
-tools = ["http_request"]
-effect = "require_approval"
-"""
+    await nothing_sent(services, acme, run, smtp_sink)
 
 
 async def test_edited_arguments_are_validated_and_checked_by_policy_again(
@@ -235,7 +210,7 @@ async def test_edited_arguments_are_validated_and_checked_by_policy_again(
     scripted_model: ScriptedModelServer,
     http_sink: HttpSink,
 ) -> None:
-    await apply(services, "acme", GATED_HTTP.replace("{host}", http_sink.host))
+    await apply(services, "acme", gated_orders(http_sink.host))
     scripted_model.enqueue(http_request("POST", http_sink.url("/orders"), body='{"qty": 500}'))
     run = await start(services, acme)
     approval = await pending_approval(services, run)

@@ -14,84 +14,27 @@ from typing import Any
 import psycopg
 import pytest
 
-from agent.domain import JSON, AuditEntry, RunStatus, Step, StepStatus
+from agent.domain import JSON, RunStatus, Step, StepStatus
 from agent.policy import step_audit
-from agent.policy.audit_sweep import AuditSweep
-from agent.policy.gate import Governance
-from agent.ports import AuditLog
 from agent.runtime import Services, Settings
 from datastore import migrate
 from datastore.engine import create_async
 from datastore.repos.audit import append_entry
-from datastore.repos.audit_sweep import GOVERNED, StepAuditRepository
+from datastore.repos.audit_sweep import GOVERNED
 from serving.testing.scripted import ScriptedModelServer
 from tests.cli.conftest import Cli, in_services
 from tests.conftest import PgCluster, TenantFixture, create_database, drop_database, make_tenant
-from tests.outbox.conftest import finish, http_request, send_email
-from tests.policy.conftest import apply, drive, pending_approval, start
-
-EXTERNAL_EMAIL = """
-[[rules]]
-name = "external-email"
-tools = ["send_email"]
-effect = "require_approval"
-reason = "email leaving acme.com needs a human"
-when = [{ arg = "to", part = "domain", not_in = ["acme.com"] }]
-"""
-DENY_HTTP = '[tools]\ndeny = ["http_request"]\n'
-
-
-class LostAppends:
-    """The audit log as a worker killed right after its step commit leaves it: every step's
-    append is lost. What the live path asked to append is kept, to compare with the sweep's."""
-
-    def __init__(self, log: AuditLog) -> None:
-        self._log = log
-        self.asked: list[dict[str, Any]] = []
-
-    async def append(self, **entry: Any) -> AuditEntry:
-        return await self._log.append(**entry)
-
-    async def append_once(self, **entry: Any) -> AuditEntry | None:
-        self.asked.append(entry)
-        raise ConnectionResetError("the worker died before appending")
-
-    async def list_entries(self, tenant_id: uuid.UUID | None, limit: int) -> list[AuditEntry]:
-        return await self._log.list_entries(tenant_id, limit)
-
-
-def lose_step_appends(services: Services) -> LostAppends:
-    """From now on the run loop's step appends are lost (policies and approvals still work)."""
-    lost = LostAppends(services.store.audit)
-    s = services.store
-    services.governance = Governance(s.policies, s.approvals, lost, services.settings.governance)
-    return lost
-
-
-def sweeper(services: Services, limit: int = 200) -> AuditSweep:
-    """A sweep that does not wait for ranges to settle, so a test need not wait either."""
-    return AuditSweep(
-        StepAuditRepository(services.store.engine), services.store.audit, settle_s=0, limit=limit
-    )
-
-
-async def step_entries(services: Services) -> dict[str, list[AuditEntry]]:
-    found: dict[str, list[AuditEntry]] = {}
-    for entry in await services.store.audit.list_entries(None, 10_000):
-        if entry.object_type == "step":
-            found.setdefault(entry.object_id, []).append(entry)
-    return found
+from tests.outbox.conftest import finish, http_request
+from tests.policy.audit_trail import appended_with, lose_step_appends, step_entries, sweeper
+from tests.policy.conftest import apply, drive, gated_email, start
+from tests.policy.policies import DENY_HTTP
 
 
 async def approved_email_run(
     services: Services, fx: TenantFixture, model: ScriptedModelServer
 ) -> None:
     """A run with two governed steps: an email held for approval, then sent once approved."""
-    await apply(services, fx.tenant.name, EXTERNAL_EMAIL)
-    model.enqueue(send_email(["eve@partner.example"], "Quote", "Our quote: 100"))
-    run = await start(services, fx)
-    assert run.status is RunStatus.AWAITING_APPROVAL
-    approval = await pending_approval(services, run)
+    run, approval = await gated_email(services, fx, model)
     await services.approvals.approve(approval.id, fx.tenant.id, actor="key:ann")
     model.enqueue(finish("Sent."))
     assert (await drive(services, run)).status is RunStatus.SUCCEEDED
@@ -110,7 +53,9 @@ async def test_a_step_appended_twice_has_one_entry_and_the_chain_holds(
 
     # The live path once more, and the repository directly: nothing is written.
     await services.governance.audit_step(run, refused, [])
-    again = step_audit.step_entry(acme.tenant.id, refused, [], gated=False)
+    again = step_audit.step_entry(
+        acme.tenant.id, refused, [], gated=False, api_key_id=run.api_key_id
+    )
     assert await step_audit.append(services.store.audit, again) is None
 
     assert (await step_entries(services))[f"{run.id}:1"] == [entry]
@@ -173,15 +118,7 @@ async def test_a_step_whose_append_was_lost_is_reported_then_swept_exactly_once(
     # Exactly what the live path asked for, one entry per step.
     for asked in lost.asked:
         [entry] = entries[asked["object_id"]]
-        written = {
-            "tenant_id": entry.tenant_id,
-            "actor": entry.actor,
-            "action": entry.action,
-            "object_type": entry.object_type,
-            "object_id": entry.object_id,
-            "detail": entry.detail,
-        }
-        assert written == asked
+        assert appended_with(entry) == asked
     assert entries[lost.asked[1]["object_id"]][0].detail["effects"] == ["email"]
     assert (await services.audit.verify()).ok
     assert (await services.audit_sweep.missing(sample=5)).count == 0
@@ -235,52 +172,69 @@ async def test_the_sql_rule_matches_the_audited_rule(
     services: Services, acme: TenantFixture, database_url: str
 ) -> None:
     """`GOVERNED` (SQL, and `ix_steps_governed`) selects exactly the steps `audited` does."""
-    decisions: list[JSON] = [
-        {},
-        {"policy": None},
-        {"policy": {}},
-        {"policy": {"verdict": "allow"}},
-        {"policy": {"verdict": "deny"}},
-        {"policy": {"verdict": "require_approval"}, "approval": {"id": "a"}},
-        {"policy": {"verdict": None}},
-        {"approval": {"status": "denied"}},
-        {"resumed_step": 1},
-        {"attempts": [{"raw": "{}"}]},
-    ]
+    cases: list[tuple[JSON, str, StepStatus]] = [
+        ({}, "search", StepStatus.COMPLETED),
+        ({"policy": None}, "search", StepStatus.COMPLETED),
+        ({"policy": {}}, "search", StepStatus.COMPLETED),
+        ({"policy": {"verdict": "allow"}}, "search", StepStatus.COMPLETED),
+        ({"policy": {"verdict": "deny"}}, "search", StepStatus.COMPLETED),
+        ({"policy": {"verdict": "require_approval"}, "approval": {"id": "a"}}, "search",
+         StepStatus.COMPLETED),
+        ({"policy": {"verdict": None}}, "search", StepStatus.COMPLETED),
+        ({"approval": {"status": "denied"}}, "search", StepStatus.COMPLETED),
+        ({"resumed_step": 1}, "search", StepStatus.COMPLETED),
+        ({"attempts": [{"raw": "{}"}]}, "search", StepStatus.COMPLETED),
+        # State-changing tools: every completed step, allowed or under no policy at all.
+        ({"policy": {"verdict": "allow"}}, "write_record", StepStatus.COMPLETED),
+        ({}, "send_email", StepStatus.COMPLETED),
+        ({}, "http_request", StepStatus.COMPLETED),
+        ({}, "write_record", StepStatus.FAILED),  # cut short before it ran (a budget)
+        ({"policy": {"verdict": "allow"}}, "read_record", StepStatus.COMPLETED),
+        ({}, "sql_query", StepStatus.COMPLETED),
+    ]  # fmt: skip
     run = await services.runs.submit(acme.principal, "assistant", "task")
     now = datetime.now(UTC)
     with psycopg.connect(database_url) as conn:
-        for number, decision in enumerate(decisions, start=1):
+        for number, (decision, tool, status) in enumerate(cases, start=1):
             conn.execute(
                 "INSERT INTO steps (run_id, tenant_id, number, status, context, decision, tool,"
                 " arguments, result, error_code, prompt_tokens, completion_tokens, model_ms,"
-                " tool_ms, started_at, finished_at) VALUES (%s, %s, %s, 'completed', '{}', %s,"
-                " 'search', '{}', '{}', NULL, 0, 0, 0, 0, %s, %s)",
-                (run.id, acme.tenant.id, number, json.dumps(decision), now, now),
-            )
+                " tool_ms, started_at, finished_at) VALUES (%s, %s, %s, %s, '{}', %s,"
+                " %s, '{}', '{}', NULL, 0, 0, 0, 0, %s, %s)",
+                (run.id, acme.tenant.id, number, status.value, json.dumps(decision), tool, now,
+                 now),
+            )  # fmt: skip
         # The query's predicate is the index's: the planner can read governed steps through it.
         conn.execute("SET enable_seqscan = off")
         plan = conn.execute(f"EXPLAIN SELECT id FROM steps WHERE {GOVERNED}").fetchall()
         assert "ix_steps_governed" in " ".join(str(row[0]) for row in plan)
     expected = {
-        n for n, d in enumerate(decisions, start=1) if step_audit.audited(_step(run.id, n, d), [])
+        n
+        for n, (decision, tool, status) in enumerate(cases, start=1)
+        if step_audit.audited(_step(run.id, n, decision, tool, status), [])
     }
-    assert expected == {5, 6, 7, 8, 9}
+    assert expected == {5, 6, 7, 8, 9, 11, 12, 13}
     reported = await services.audit_sweep.missing(sample=50)
     assert {m.number for m in reported.first} == expected
     assert await sweeper(services).sweep() == len(expected)
     assert {k.split(":")[1] for k in await step_entries(services)} == {str(n) for n in expected}
 
 
-def _step(run_id: uuid.UUID, number: int, decision: JSON) -> Step:
+def _step(
+    run_id: uuid.UUID,
+    number: int,
+    decision: JSON,
+    tool: str = "search",
+    status: StepStatus = StepStatus.COMPLETED,
+) -> Step:
     now = datetime.now(UTC)
     return Step(
         run_id=run_id,
         number=number,
-        status=StepStatus.COMPLETED,
+        status=status,
         context={},
         decision=decision,
-        tool="search",
+        tool=tool,
         arguments={},
         result={},
         error_code=None,

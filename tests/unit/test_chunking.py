@@ -49,6 +49,14 @@ def test_headings_open_sections_with_their_path() -> None:
     assert chunks[2].text == "## Pay\n\nGamma text."
 
 
+def test_a_fence_closes_only_with_its_own_kind_and_length() -> None:
+    text = (
+        "# A\n\n````\n```\n# inside\n```\n````\n\n## C# ##\n\nbody\n\n"
+        "```x``` is inline code, not a fence\n\n# B\n\n~~~\n```\n# inside\n~~~\n\nend"
+    )
+    assert [c.heading for c in chunks_of(text)] == ["A", "A > C#", "B"]
+
+
 def test_no_chunk_spans_two_sections_even_when_both_are_small() -> None:
     chunks = chunks_of("# One\n\nAlpha.\n\n# Two\n\nBeta.", max_tokens=1000)
     assert [c.text for c in chunks] == ["# One\n\nAlpha.", "# Two\n\nBeta."]

@@ -56,7 +56,11 @@ async def list_approvals(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ApprovalList:
     found = await services.approvals.list(
-        principal.tenant_id, status=status, run_id=run_id, limit=limit
+        principal.tenant_id,
+        status=status,
+        run_id=run_id,
+        limit=limit,
+        access_tags=principal.access_tags,
     )
     return ApprovalList(data=[ApprovalOut.from_domain(a) for a in found])
 
@@ -65,7 +69,10 @@ async def list_approvals(
 async def get_approval(
     approval_id: ApprovalId, principal: ApproverDep, services: ServicesDep
 ) -> ApprovalOut:
-    return ApprovalOut.from_domain(await services.approvals.get(approval_id, principal.tenant_id))
+    approval = await services.approvals.get(
+        approval_id, principal.tenant_id, access_tags=principal.access_tags
+    )
+    return ApprovalOut.from_domain(approval)
 
 
 @router.post(
@@ -88,6 +95,7 @@ async def approve(
         actor=_actor(principal),
         arguments=body.arguments,
         reason=body.reason,
+        access_tags=principal.access_tags,
     )
     return ApprovalOut.from_domain(approval)
 
@@ -105,6 +113,10 @@ async def deny(
     approval_id: ApprovalId, body: DenyRequest, principal: ApproverDep, services: ServicesDep
 ) -> ApprovalOut:
     approval = await services.approvals.deny(
-        approval_id, principal.tenant_id, actor=_actor(principal), reason=body.reason
+        approval_id,
+        principal.tenant_id,
+        actor=_actor(principal),
+        reason=body.reason,
+        access_tags=principal.access_tags,
     )
     return ApprovalOut.from_domain(approval)

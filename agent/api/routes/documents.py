@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -20,6 +21,7 @@ from agent.api.document_schemas import (
     DocumentOut,
 )
 from agent.api.errors import error_responses
+from agent.formats import DocumentFormat, parse_document
 from agent.services.document_input import DocumentInput
 from agent.services.ingest import PendingDocument
 
@@ -27,10 +29,15 @@ documents = APIRouter(prefix=DOCUMENTS_PATH, tags=["documents"], dependencies=AU
 
 
 def _input(body: DocumentCreate) -> DocumentInput:
+    """The request as a document; bytes are parsed here, so this runs in a worker thread."""
+    text, fmt, title = body.text or "", body.format or DocumentFormat.TEXT, body.title
+    if body.content_base64 is not None:
+        parsed = parse_document(body.content_base64, body.format, name=body.source or "")
+        text, fmt, title = parsed.text, parsed.text_format, body.title or parsed.title
     return DocumentInput(
-        text=body.text,
-        title=body.title,
-        format=body.format,
+        text=text,
+        title=title,
+        format=fmt,
         metadata=body.metadata or {},
         tags=tuple(body.tags),
         key=body.key,
@@ -43,9 +50,10 @@ def _input(body: DocumentCreate) -> DocumentInput:
     status_code=201,
     summary="Ingest a document",
     description=(
-        "Chunks, embeds and stores the text under its key. The same content again stores "
-        "nothing and answers 200 with `created: false`; other content under the same key "
-        "replaces the document (a new version) and answers 200 with `updated: true`."
+        "Reads the document (`text`, or a file's bytes as `content_base64`: PDF, HTML, "
+        "Markdown, text), then chunks, embeds and stores it under its key. The same content "
+        "again stores nothing and answers 200 with `created: false`; other content under the "
+        "same key replaces the document (a new version) and answers 200 with `updated: true`."
     ),
     responses={
         200: {"model": DocumentIngested, "description": "Unchanged, or replaced (updated)."},
@@ -55,7 +63,10 @@ def _input(body: DocumentCreate) -> DocumentInput:
 async def create_document(
     body: DocumentCreate, principal: PrincipalDep, services: ServicesDep, response: Response
 ) -> DocumentIngested:
-    outcome = await services.documents.store(principal.tenant_id, _input(body))
+    document = await asyncio.to_thread(_input, body)
+    outcome = await services.documents.store(
+        principal.tenant_id, document, access_tags=principal.access_tags
+    )
     doc = outcome.document
     assert doc is not None  # only a failed outcome has none, and that raised CallerError
     response.headers["Location"] = f"{DOCUMENTS_PATH}/{doc.id}"
@@ -80,7 +91,9 @@ async def create_documents(
         PendingDocument(f"documents[{i}]", lambda doc=doc: _input(doc))  # type: ignore[misc]
         for i, doc in enumerate(body.documents)
     ]
-    outcomes = await services.documents.ingest_many(principal.tenant_id, pending)
+    outcomes = await services.documents.ingest_many(
+        principal.tenant_id, pending, access_tags=principal.access_tags
+    )
     items = [BatchItem.from_outcome(i, o) for i, o in enumerate(outcomes)]
     return BatchResult(
         data=items,
@@ -103,7 +116,9 @@ async def list_documents(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DocumentList:
-    docs = await services.documents.list(principal.tenant_id, limit, offset)
+    docs = await services.documents.list(
+        principal.tenant_id, limit, offset, access_tags=principal.access_tags
+    )
     return DocumentList(data=[DocumentOut.from_domain(d) for d in docs])
 
 
@@ -115,7 +130,10 @@ async def list_documents(
 async def get_document(
     document_id: DocumentId, principal: PrincipalDep, services: ServicesDep
 ) -> DocumentOut:
-    return DocumentOut.from_domain(await services.documents.get(document_id, principal.tenant_id))
+    doc = await services.documents.get(
+        document_id, principal.tenant_id, access_tags=principal.access_tags
+    )
+    return DocumentOut.from_domain(doc)
 
 
 @documents.get(
@@ -130,7 +148,9 @@ async def get_chunks(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ChunkList:
-    chunks = await services.documents.chunks(document_id, principal.tenant_id, limit)
+    chunks = await services.documents.chunks(
+        document_id, principal.tenant_id, limit, access_tags=principal.access_tags
+    )
     return ChunkList(data=[ChunkOut.from_domain(c) for c in chunks])
 
 
@@ -144,7 +164,9 @@ async def get_chunks(
 async def delete_document(
     document_id: DocumentId, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
-    await services.documents.delete(document_id, principal.tenant_id)
+    await services.documents.delete(
+        document_id, principal.tenant_id, access_tags=principal.access_tags
+    )
     return Response(status_code=204)
 
 

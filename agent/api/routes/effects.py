@@ -25,5 +25,7 @@ MAX_EFFECTS = 1000
     responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def list_effects(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> EffectList:
-    items = await services.outbox.list(principal.tenant_id, run_id=run_id, limit=MAX_EFFECTS)
+    items = await services.outbox.list(
+        principal.tenant_id, run_id=run_id, limit=MAX_EFFECTS, access_tags=principal.access_tags
+    )
     return EffectList(data=[EffectOut.from_domain(i) for i in items])

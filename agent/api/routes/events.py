@@ -69,7 +69,9 @@ async def open_watch(
     # A blank header is no cursor: browsers only send one they were given.
     given = last_event_id.strip() if last_event_id is not None else ""
     cursor = _event_id(given) if given else after
-    return await services.events.open(run_id, principal.tenant_id, after=cursor)
+    return await services.events.open(
+        run_id, principal.tenant_id, after=cursor, access_tags=principal.access_tags
+    )
 
 
 @router.get(

@@ -25,7 +25,10 @@ router = APIRouter(prefix=RUNS_PATH, tags=["runs"], dependencies=AUTHORIZED)
     responses=error_responses(401, 403, 404, 409, 413, 422, 500, 503),
 )
 async def replay_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> ReplayOut:
-    return ReplayOut.from_domain(await services.replays.replay(run_id, principal.tenant_id))
+    report = await services.replays.replay(
+        run_id, principal.tenant_id, access_tags=principal.access_tags
+    )
+    return ReplayOut.from_domain(report)
 
 
 @router.post(
@@ -53,6 +56,7 @@ async def fork_run(
         deployment=body.deployment,
         api_key_id=principal.key_id,
         actor=principal.actor,
+        access_tags=principal.access_tags,
     )
     accepted = RunDetail.from_domain(fork)
     response.headers["Location"] = accepted.links.self_

@@ -1,5 +1,6 @@
 """`/v1/runs`: submit a run (idempotently with a key), list the tenant's runs, read one run
-and its steps, cancel a run, resume a parked one."""
+and its steps, cancel a run, resume a parked one. A key with access tags sees only the runs
+those tags cover (`agent.services.access.sees_run`); any other is 404."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ async def create_run(
         body.input,
         idempotency_key=idempotency_key,
         api_key_id=principal.key_id,
+        access_tags=principal.access_tags,
     )
     accepted = RunSummary.from_domain(submission.run)
     response.headers["Location"] = accepted.links.self_
@@ -93,13 +95,16 @@ async def list_runs(
     status: Annotated[RunStatus | None, Query(description="Only runs in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunList:
-    runs = await services.runs.list(principal.tenant_id, status, limit)
+    runs = await services.runs.list(
+        principal.tenant_id, status, limit, access_tags=principal.access_tags
+    )
     return RunList(data=[RunSummary.from_domain(r) for r in runs])
 
 
 @router.get("/{run_id}", summary="Read a run", responses=_READ_ERRORS)
 async def get_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> RunDetail:
-    return RunDetail.from_domain(await services.runs.get(run_id, principal.tenant_id))
+    run = await services.runs.get(run_id, principal.tenant_id, access_tags=principal.access_tags)
+    return RunDetail.from_domain(run)
 
 
 @router.get(
@@ -109,7 +114,9 @@ async def get_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep)
     responses=_READ_ERRORS,
 )
 async def list_steps(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> StepList:
-    steps = await services.runs.steps(run_id, principal.tenant_id)
+    steps = await services.runs.steps(
+        run_id, principal.tenant_id, access_tags=principal.access_tags
+    )
     return StepList(data=[StepOut.from_domain(s) for s in steps])
 
 
@@ -124,7 +131,9 @@ async def list_steps(run_id: RunId, principal: PrincipalDep, services: ServicesD
     responses=_CHANGE_ERRORS,
 )
 async def cancel_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> RunDetail:
-    run = await services.runs.cancel(run_id, principal.tenant_id, actor=principal.actor)
+    run = await services.runs.cancel(
+        run_id, principal.tenant_id, actor=principal.actor, access_tags=principal.access_tags
+    )
     return RunDetail.from_domain(run)
 
 
@@ -138,5 +147,7 @@ async def cancel_run(run_id: RunId, principal: PrincipalDep, services: ServicesD
     responses=_CHANGE_ERRORS,
 )
 async def resume_run(run_id: RunId, principal: PrincipalDep, services: ServicesDep) -> RunDetail:
-    run = await services.runs.resume(run_id, principal.tenant_id, actor=principal.actor)
+    run = await services.runs.resume(
+        run_id, principal.tenant_id, actor=principal.actor, access_tags=principal.access_tags
+    )
     return RunDetail.from_domain(run)

@@ -42,6 +42,7 @@ async def search_documents(
             tags=tuple(params.tag), any_tags=tuple(params.any_tag), metadata=params.metadata or {}
         ),
         mode=params.mode,
+        access_tags=principal.access_tags,
     )
     return SearchResults(
         data=[SearchHit.from_domain(h) for h in found.result.hits],
