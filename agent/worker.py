@@ -173,12 +173,11 @@ class Worker:
             await asyncio.sleep(lease / 3)
             if not self._leased:
                 continue
-            held = list(self._leased)
             try:
-                ours = await self._runs.renew_leases(self.worker_id, held, lease)
+                await self._runs.renew_leases(self.worker_id, list(self._leased), lease)
             except Exception as exc:
                 log.warning("worker %s: lease renewal failed: %s", self.worker_id, exc)
-                continue
-            # A run no longer ours (ended, or lost to another worker) is not renewed again;
-            # its drive learns of a loss at its next commit.
-            self._leased.difference_update(set(held) - ours)
+            # Only a drive's end takes its run out of `_leased`, never a renewal's answer: by
+            # the time it arrives, the run may have been given back and claimed again by this
+            # worker. A run lost to another worker is renewed in vain (the statement is guarded
+            # by worker id) until its drive learns of the loss at its next commit.

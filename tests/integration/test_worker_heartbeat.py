@@ -18,11 +18,14 @@ from tests.integration.test_run_loop import finish
 
 
 class Recording:
-    """The real run store, recording the worker's renewals."""
+    """The real run store, recording the worker's renewals; with `stale_answers`, the first
+    renewals report no lease kept, as answers that arrive after a run was given back and
+    claimed again would."""
 
-    def __init__(self, runs: RunRepository) -> None:
+    def __init__(self, runs: RunRepository, stale_answers: int = 0) -> None:
         self._runs = runs
         self.renewals: list[set[uuid.UUID]] = []
+        self._stale = stale_answers
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runs, name)
@@ -31,7 +34,11 @@ class Recording:
         self, worker_id: str, run_ids: Sequence[uuid.UUID], lease_seconds: float
     ) -> set[uuid.UUID]:
         self.renewals.append(set(run_ids))
-        return await self._runs.renew_leases(worker_id, run_ids, lease_seconds)
+        kept = await self._runs.renew_leases(worker_id, run_ids, lease_seconds)
+        if self._stale > 0:
+            self._stale -= 1
+            return set()
+        return kept
 
 
 def worker(services: Services, store: Recording, **agent: object) -> Worker:
@@ -82,3 +89,29 @@ async def test_a_renewal_reaching_the_database_after_a_release_leases_nothing(
     successor = await services.store.runs.claim_next("successor", 30)
     assert successor is not None
     assert successor.id == run.id
+
+
+async def test_a_renewal_answer_that_misses_a_run_does_not_drop_its_lease(
+    services: Services, acme: TenantFixture, scripted_model: ScriptedModelServer
+) -> None:
+    # The first renewal's answer says the run is not this worker's (as one racing a re-claim
+    # by the same worker would); the run is still being driven, so later beats must renew it.
+    scripted_model.enqueue(finish("a"), delay_s=2.0)
+    run = await services.runs.submit(acme.principal, "assistant", "q")
+    store = Recording(services.store.runs, stale_answers=1)
+    w = worker(services, store, lease_seconds=1.5)
+    task = asyncio.create_task(w.run_forever())
+    while (await services.runs.get(run.id, acme.tenant.id)).status is not RunStatus.RUNNING:
+        await asyncio.sleep(0.02)
+    stolen = 0
+    deadline = asyncio.get_running_loop().time() + 20
+    while w.completed < 1 and asyncio.get_running_loop().time() < deadline:
+        if await services.store.runs.claim_next("thief", 30) is not None:
+            stolen += 1
+        await asyncio.sleep(0.05)
+    w.stop()
+    await asyncio.wait_for(task, 10)
+    assert stolen == 0
+    assert sum(run.id in renewed for renewed in store.renewals) >= 2
+    final = await services.runs.get(run.id, acme.tenant.id)
+    assert (final.status, final.attempts) == (RunStatus.SUCCEEDED, 1)
