@@ -28,7 +28,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from serving.embedders.graph import activation_products, build, float_linears
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 """Bumped whenever the graph or the quantisation changes: older folders are rebuilt."""
 MANIFEST = "garrison-manifest.json"
 MODEL_FILE = "model.onnx"
@@ -100,13 +100,22 @@ def convert(model_dir: Path, out_dir: Path, precision: Precision) -> ConversionR
 
 
 def quantize(source: Path, target: Path, keep_float: Sequence[str]) -> None:
-    """int8 weights per output channel for every MatMul but the nodes named in `keep_float`."""
+    """int8 weights per output channel for every MatMul but the nodes named in `keep_float`.
+
+    Weights use 7 bits (`reduce_range`): on x86 processors without VNNI (AVX2 only, as some of
+    the machines this runs on are), ONNX Runtime multiplies uint8 activations by int8 weights
+    with an instruction whose 16-bit sums saturate at full range. Measured on an AVX2-only
+    machine against the float32 model, over the engine test's 46 texts: full range gave a
+    cosine min/mean of 0.9874/0.9931 (under the engine test's 0.99 floor), 7 bits 0.9933/0.9961.
+    Processors with VNNI do not saturate; there 7 bits give up a little weight precision, which
+    the same floor checks."""
     with _quiet_root_logger():
         quantize_dynamic(
             str(source),
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=list(keep_float),
         )
