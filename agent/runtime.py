@@ -38,6 +38,7 @@ from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
+from agent.sqlguard import SqlChecks
 from agent.tools import Tool, build_tools
 from agent.worker import Sweep, Worker
 from datastore.errors import DatastoreError
@@ -106,9 +107,13 @@ class Services:
     budgets: BudgetService = field(init=False)
     budget_rules: BudgetDirectory = field(init=False)
     """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
+    sql_checks: SqlChecks = field(init=False)
+    """The SQL guard's recent answers, shared by the policy gate and every sql_query tool: the
+    gate's parse of a query is the tool's too."""
 
     def __post_init__(self) -> None:
         s = self.store
+        self.sql_checks = SqlChecks()
         self.keys = KeyService(s.tenants, s.keys)
         self.tenancy = TenancyService(s.tenants, s.agents, self.settings.agent)
         self.runs = RunService(s.agents, s.runs)
@@ -131,9 +136,15 @@ class Services:
             s.policies,
             self.tools(),
             EgressPolicy(self.settings.outbox.http_allow_hosts),
+            s.runs,
         )
         self.governance = Governance(
-            s.policies, s.approvals, s.audit, self.settings.governance, sql=s.sql
+            s.policies,
+            s.approvals,
+            s.audit,
+            self.settings.governance,
+            sql=s.sql,
+            sql_checks=self.sql_checks,
         )
         self.audit_sweep = AuditSweep(StepAuditRepository(s.engine), s.audit)
         self.budget_rules = BudgetDirectory(s.budgets, self.settings.agent)
@@ -149,6 +160,7 @@ class Services:
             sql=self.store.sql,
             records=self.store.records,
             sql_limits=SqlLimits(g.sql_timeout_s, g.sql_max_rows, g.sql_max_bytes),
+            sql_checks=self.sql_checks,
         )
 
     def run_loop(self) -> RunLoop:

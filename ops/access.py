@@ -112,6 +112,12 @@ class Gate:
             )
 
     @property
+    def keyed(self) -> bool:
+        """Whether the command was given a key (authenticated or not yet): it then acts for one
+        tenant at most, and never migrates the schema (`ops.runtime`)."""
+        return self._key is not None
+
+    @property
     def host(self) -> bool:
         """Whether the command acts on the appliance (run without a key only)."""
         return self.needed is HOST

@@ -39,7 +39,8 @@ from serving.settings import ServingSettings
 
 SchemaPolicy = Literal["upgrade", "check", "auto", "none"]
 """`upgrade` migrates (under the advisory lock), `check` refuses an outdated schema, `auto`
-migrates the embedded database and checks an external one, `none` leaves the schema alone."""
+migrates the embedded database and checks an external one, `none` leaves the schema alone. A
+command run with a key never migrates: `upgrade` and `auto` only check for it."""
 
 Progress = Callable[[str], AbstractContextManager[ProgressStep]]
 
@@ -122,6 +123,11 @@ async def open_runtime(
             # Fails here with `database_unavailable` rather than halfway through the command.
             await services.store.ping()
         embedded = settings.database.embedded
+        if gate.keyed and schema in ("upgrade", "auto"):
+            # Migrating is the host's to do (`db upgrade` takes no key): a command run as a
+            # tenant's key, or as a key nobody has checked yet (it is looked up after this),
+            # must not change the schema of every tenant. It only checks the schema.
+            schema = "check"
         if schema == "upgrade" or (schema == "auto" and embedded):
             # The appliance owns the embedded database, so bringing it up to date is safe; an
             # external one is migrated only when someone asks (`db upgrade`, `up`).

@@ -47,7 +47,7 @@ from agent.policy.provenance import Provenance, Taint
 from agent.policy.settings import GovernanceSettings
 from agent.policy.verdicts import Allow, Deny, RequireApproval, Verdict, verdict_record
 from agent.ports import ApprovalStore, AuditLog, PolicyStore, SqlCatalog, TenantSql
-from agent.sqlguard import Rejected
+from agent.sqlguard import Rejected, SqlChecks
 from agent.tools import Tool
 from agent.tools.sql_query import refusal as sql_refusal
 
@@ -116,12 +116,15 @@ class Governance:
         audit: AuditLog,
         settings: GovernanceSettings,
         sql: TenantSql | None = None,
+        sql_checks: SqlChecks | None = None,
     ) -> None:
         self._policies = policies
         self._approvals = approvals
         self._audit = audit
         self.settings = settings
         self._sql = sql
+        self.sql_checks = sql_checks if sql_checks is not None else SqlChecks()
+        """The SQL guard's memory, shared with the sql_query tool so a query is parsed once."""
 
     async def open(self, run: Run, agent: AgentDefinition, history: Sequence[Step]) -> RunGate:
         records = await self._policies.active(run.tenant_id, agent.name)
@@ -275,7 +278,7 @@ class RunGate:
         guard's refusal of its query."""
         views = None
         if self.policy.reads_views:
-            found = sql_views.views_of(tool, arguments, self._catalog)
+            found = sql_views.views_of(tool, arguments, self._catalog, self._governance.sql_checks)
             if isinstance(found, Rejected):
                 return found
             views = found

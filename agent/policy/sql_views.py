@@ -1,10 +1,10 @@
 """The views an sql_query reads, for the policy: the SQL guard's parse, done once.
 
 A rule may condition on the views a query reads (`part = "view"`, `agent.policy.document`), and
-`sql` is free text, so only a parse can say which. The gate asks the guard
-(`agent.sqlguard.check`) with the catalog it read when the run was claimed, before the policy
-judges the call; the tool asks it again with the catalog it reads to run the query, right after,
-and `check` remembers its answer for the same text and catalog object: the query is parsed once.
+`sql` is free text, so only a parse can say which. The gate asks the guard with the catalog it
+read when the run was claimed, before the policy judges the call; the tool asks it again with the
+catalog it reads to run the query, right after. Both ask through one `agent.sqlguard.SqlChecks`,
+which remembers the answer for the same text and catalog object: the query is parsed once.
 A query the guard refuses is refused at the gate with the guard's own result, exactly what the
 tool would answer, so no query runs whose views the policy did not see (not even one a catalog
 read later would accept).
@@ -19,7 +19,7 @@ from agent.domain import JSON, AgentDefinition
 from agent.policy.compiled import EffectivePolicy
 from agent.policy.document import VIEW_TOOL
 from agent.ports import SqlCatalog, TenantSql
-from agent.sqlguard import Rejected, check
+from agent.sqlguard import Rejected, SqlChecks
 
 
 async def catalog_for(
@@ -34,12 +34,12 @@ async def catalog_for(
 
 
 def views_of(
-    tool: str, arguments: JSON, catalog: SqlCatalog | None
+    tool: str, arguments: JSON, catalog: SqlCatalog | None, checks: SqlChecks
 ) -> tuple[str, ...] | Rejected | None:
     """The views the call's SQL reads, in first-mention order; the guard's refusal; or None
     when not known (not an sql_query, or no catalog)."""
     sql = arguments.get("sql")
     if tool != VIEW_TOOL or catalog is None or not isinstance(sql, str):
         return None
-    verdict = check(sql, catalog)
+    verdict = checks.check(sql, catalog)
     return verdict if isinstance(verdict, Rejected) else verdict.views

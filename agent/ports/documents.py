@@ -41,13 +41,21 @@ class DocumentStore(SearchStore, Protocol):
         ...
 
     async def write_documents(
-        self, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
-    ) -> list[DocumentWrite]:
+        self,
+        tenant_id: uuid.UUID,
+        documents: Sequence[NewDocument],
+        access_tags: tuple[str, ...] | None = None,
+    ) -> list[DocumentWrite | None]:
         """Store each document under its key in one transaction, in input order.
 
         A key already stored gets a new version whose chunks replace the old ones in the same
         commit, so a reader sees the old document or the new one, never a mix. The keys must be
         distinct within one call.
+
+        With `access_tags` (None: the whole tenant), a key held by a document carrying none of
+        them is left as it is and its result is None: the condition is checked by the write
+        itself, as it stores, so a document retagged or created by another writer after the
+        caller looked it up is never replaced. The other documents are stored all the same.
         """
         ...
 

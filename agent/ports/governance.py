@@ -17,9 +17,11 @@ from agent.domain import (
 )
 
 STATE_CHANGING_TOOLS = frozenset({"http_request", "send_email", "write_record"})
-"""The tools whose execution changes data or reaches outside the appliance (the tools that
-say `changes_state`): every completed step that runs one is audited, allowed or not. A new
-name here changes the audit rule in SQL too, which needs a migration (`ix_steps_governed`)."""
+"""The tools whose execution changes data or reaches outside the appliance (a record write, an
+email, a request): every completed step that runs one is audited, allowed or not. The one list
+of them, for the run loop and the datastore's SQL alike; a test runs every tool and checks that
+those whose run queued a side effect or wrote a record are exactly these. A new name here
+changes the audit rule in SQL too, which needs a migration (`ix_steps_governed`)."""
 
 
 class PolicyStore(Protocol):

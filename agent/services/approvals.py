@@ -27,7 +27,7 @@ from agent.policy.compiled import EffectivePolicy
 from agent.policy.errors import ApprovalDecided, ApprovalExpired, PolicyDenied, RunNotAwaiting
 from agent.policy.evaluators import EvaluationContext, ProposedAction
 from agent.policy.verdicts import Deny
-from agent.ports import ApprovalDecision, ApprovalStore, DecisionResult, PolicyStore
+from agent.ports import ApprovalDecision, ApprovalStore, DecisionResult, PolicyStore, RunStore
 from agent.services.access import AccessTags
 from agent.sqlguard import Rejected
 from agent.tools import Tool
@@ -43,8 +43,10 @@ class ApprovalService:
         policies: PolicyStore,
         tools: Mapping[str, Tool[Any]],
         egress: EgressPolicy,
+        runs: RunStore,
     ) -> None:
         self._approvals = approvals
+        self._runs = runs
         self._policies = policies
         self._tools = tools
         self._egress = egress
@@ -58,8 +60,12 @@ class ApprovalService:
         limit: int = 50,
         access_tags: AccessTags = None,
     ) -> list[Approval]:
+        """The approvals of the tenant, or of the run `run_id` names: a run the caller cannot
+        see is not found, as the run itself is, rather than a run without approvals."""
         if not 1 <= limit <= 1000:
             raise CallerError("limit must be between 1 and 1000")
+        if run_id is not None and await self._runs.get_run(run_id, tenant_id, access_tags) is None:
+            raise NotFound(f"run {run_id} not found")
         return await self._approvals.list_approvals(
             tenant_id, status=status, run_id=run_id, limit=limit, access_tags=access_tags
         )

@@ -14,7 +14,6 @@ from typing import Protocol
 from agent.domain import Run
 from agent.errors import CallerError, NotFound
 from agent.ports import RunStore
-from agent.services.access import narrowed
 from serving.registry import Registry
 
 
@@ -64,9 +63,9 @@ class ForkService:
         """A new queued run with the parent's steps 1..`from_step`; `tenant_id=None` is the
         operator's view across tenants (CLI only). `deployment=None` keeps the parent's pin.
         Audited under `actor` (`key:<id>` or `cli:<user>`). A restricted key forks only a run it
-        may see (`agent.services.access.sees_run`; any other is `not_found`), and the fork
-        searches within both the parent's scope and the key's `access_tags`: forking never
-        widens either."""
+        may see (`agent.services.access.sees_run`; any other is `not_found`). The fork keeps
+        the parent's scope, which is within the key's `access_tags` when the key may see the
+        parent: forking widens neither."""
         parent = await self._runs.get_run(run_id, tenant_id, access_tags)
         if parent is None:
             raise NotFound(f"run {run_id} not found")
@@ -85,7 +84,7 @@ class ForkService:
             deployment=pin,
             api_key_id=api_key_id,
             actor=actor,
-            access_tags=narrowed(parent.access_tags, access_tags),
+            access_tags=parent.access_tags,
         )
         fork = None if fork_id is None else await self._runs.get_run(fork_id, parent.tenant_id)
         if fork is None:

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.domain import Document, NewDocument, WriteStatus
+from agent.domain import Document, DocumentWrite, NewDocument, WriteStatus
 from agent.errors import CallerError, Conflict
 from agent.formats import UnreadableDocument
 from agent.ports import DocumentStore, Embedder
@@ -295,23 +295,20 @@ class _Run:
     async def _write(self, group: list[_Entry], planned: list[_Planned]) -> None:
         started = time.perf_counter()
         try:
-            writes = await self._store.write_documents(
-                self._tenant_id, [p.write for p in planned if p.write is not None]
-            )
+            writes = await self._store_planned(planned)
             if self._building is None:  # the write rate without the index, for index_timing
                 self._write_s += time.perf_counter() - started
                 self._written += sum(len(p.write.chunks or ()) for p in planned if p.write)
         except Conflict:
             # A concurrent writer replaced one of these meanwhile: once more, from fresh state.
             planned = await self._plan([p for _, p in group])
-            writes = await self._store.write_documents(
-                self._tenant_id, [p.write for p in planned if p.write is not None]
-            )
-        by_key = {w.document.key: w for w in writes}
+            writes = await self._store_planned(planned)
         outcomes = []
         for (position, prepared), plan in zip(group, planned, strict=True):
-            write = by_key.get(prepared.key) if plan.write is not None else None
-            if plan.hidden:
+            write = writes.get(prepared.key)
+            if plan.hidden or (plan.write is not None and write is None):
+                # Hidden when looked up, or by the time it was written (retagged, or stored by
+                # another writer, while this one was embedding): the store checked it again.
                 outcome = _hidden(prepared)
             elif write is not None and plan.write is not None:
                 outcome = IngestOutcome(prepared.label, write.status.value, write.document)
@@ -320,6 +317,13 @@ class _Run:
                 outcome = IngestOutcome(prepared.label, UNCHANGED, plan.current)
             outcomes.append((position, outcome))
         self._record(outcomes)
+
+    async def _store_planned(self, planned: list[_Planned]) -> dict[str, DocumentWrite | None]:
+        """Write what `planned` holds, under the writer's access tags: by key, None for one the
+        store refused because the key held a document outside them."""
+        writes = [p.write for p in planned if p.write is not None]
+        stored = await self._store.write_documents(self._tenant_id, writes, self._access_tags)
+        return {w.key: result for w, result in zip(writes, stored, strict=True)}
 
     def _record(self, outcomes: list[tuple[int, IngestOutcome]]) -> None:
         self.outcomes.extend(outcomes)

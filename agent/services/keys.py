@@ -39,11 +39,20 @@ class KeyService:
     ) -> tuple[ApiKey, str]:
         """Mint a key. Returns it with its secret, which is neither stored nor shown again.
         `access_tags` restricts it to the documents carrying one of them (None: the whole
-        tenant; `agent.services.access`). A creator that is itself a restricted key
-        (`creator_access_tags`) may mint only keys restricted to some of its own tags."""
+        tenant; `agent.services.access`); such a key cannot hold the admin role. A creator that
+        is itself a restricted key (`creator_access_tags`: one minted before that rule) may mint
+        only keys restricted to some of its own tags."""
         if not roles:
             raise CallerError("a key needs at least one role")
         scope = key_access_tags(access_tags)
+        if scope is not None and Role.ADMIN in roles:
+            # Governance acts on the whole tenant: a restricted admin could rewrite the agents,
+            # policies and budgets that runs of every scope use, or revoke the wider keys. Its
+            # tags would narrow what it reads, not what it changes.
+            raise CallerError(
+                "a key with access tags cannot hold the admin role: give it operator, client or "
+                "approver roles, or drop the access tags for an administrator's key"
+            )
         if creator_access_tags is not None and (
             scope is None or not set(scope) <= set(creator_access_tags)
         ):

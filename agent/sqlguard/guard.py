@@ -8,9 +8,8 @@ scope. Relations and the organisation's functions are qualified with the schema 
 the SQL that runs is rendered from that checked tree, so whatever a comment or odd spacing hid
 from a reader is not in what executes.
 
-`check` is pure, and remembers its last answers for the same text and the same catalog object:
-the policy gate checks a query to learn the views it reads (`agent.policy.sql_views`) right
-before the tool checks it to run it, and the second check is then a lookup, not a parse.
+`check` is pure; a caller that checks the same query twice keeps the answer in an
+`agent.sqlguard.checks.SqlChecks`.
 
 This is the first of two walls. The second is the database itself: the query runs as the tenant's
 own LOGIN role, read-only, under row-level security (`datastore.tenant_roles`). The guard's job is
@@ -19,7 +18,6 @@ to refuse early with a reason the model can act on; isolation never depends on i
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -32,8 +30,6 @@ from agent.ports import SqlCatalog
 from agent.sqlguard import allowlist
 
 MAX_SQL_CHARS: Final = 4000
-REMEMBERED: Final = 256
-"""Answers `check` keeps (each holds at most `MAX_SQL_CHARS` of text and a rendering)."""
 
 # Stable reasons, recorded on the step as `sql_rejected` + reason; the model sees them too.
 EMPTY: Final = "empty"
@@ -79,25 +75,8 @@ class _Refusal(Exception):
         self.message = message
 
 
-_answers: OrderedDict[str, tuple[SqlCatalog, Accepted | Rejected]] = OrderedDict()
-
-
 def check(sql: str, catalog: SqlCatalog) -> Accepted | Rejected:
     """Accept exactly one read-only SELECT over `catalog`, or say why not."""
-    known = _answers.get(sql)
-    # The very catalog object, not an equal one: a catalog read again may differ, and an
-    # identity test costs nothing (the catalog's source hands out one object while it is fresh).
-    if known is not None and known[0] is catalog:
-        _answers.move_to_end(sql)
-        return known[1]
-    answer = _check(sql, catalog)
-    _answers[sql] = (catalog, answer)
-    if len(_answers) > REMEMBERED:
-        _answers.popitem(last=False)
-    return answer
-
-
-def _check(sql: str, catalog: SqlCatalog) -> Accepted | Rejected:
     if not sql.strip():
         return Rejected(EMPTY, "the query is empty")
     if len(sql) > MAX_SQL_CHARS:

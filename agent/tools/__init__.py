@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.outbox.settings import OutboxSettings
 from agent.ports import RecordStore, SqlLimits, TenantSql
+from agent.sqlguard import SqlChecks
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.finish import Finish
 from agent.tools.http_request import HttpRequest
@@ -41,10 +42,12 @@ def build_tools(
     sql: TenantSql | None = None,
     records: RecordStore | None = None,
     sql_limits: SqlLimits | None = None,
+    sql_checks: SqlChecks | None = None,
 ) -> dict[str, Tool[Any]]:
     """Tools that need a store are built only when it is given (the runtime always gives it;
     pure unit tests of the decision layer do not need them). `sql_limits` caps `sql_query`
-    (its defaults when None)."""
+    (its defaults when None); `sql_checks` is the guard's memory it shares with the policy gate
+    (its own when None)."""
     tools: list[Tool[Any]] = [
         SearchDocuments(),
         Finish(),
@@ -53,11 +56,12 @@ def build_tools(
     ]
     if sql is not None:
         if sql_limits is None:
-            tools.append(SqlQuery(sql))
+            tools.append(SqlQuery(sql, checks=sql_checks))
         else:
             tools.append(
                 SqlQuery(
                     sql,
+                    checks=sql_checks,
                     timeout_s=sql_limits.timeout_s,
                     max_rows=sql_limits.max_rows,
                     max_bytes=sql_limits.max_bytes,

@@ -60,9 +60,6 @@ class Tool(ABC, Generic[ArgsT]):
     name: ClassVar[str]
     description: ClassVar[str]
     arguments: type[ArgsT]
-    changes_state: ClassVar[bool] = False
-    """Running it changes data or reaches outside the appliance (a write, an email, a request):
-    every step that runs it is audited (`agent.ports.governance.STATE_CHANGING_TOOLS`)."""
 
     def arguments_schema(self) -> dict[str, Any]:
         # Generating a JSON schema costs ~0.5 ms; the loop asks for it on every step.

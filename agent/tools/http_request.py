@@ -64,7 +64,6 @@ class HttpRequest(Tool[HttpRequestArgs]):
         "this step is recorded; the result says it was queued, not what the service answered."
     )
     arguments = HttpRequestArgs
-    changes_state = True
 
     def __init__(self, settings: OutboxSettings) -> None:
         self._policy = EgressPolicy(settings.http_allow_hosts)

@@ -42,7 +42,6 @@ class SendEmail(Tool[SendEmailArgs]):
         "the result says it was queued, not that it arrived."
     )
     arguments = SendEmailArgs
-    changes_state = True
 
     def __init__(self, settings: OutboxSettings) -> None:
         self._configured = settings.email_configured

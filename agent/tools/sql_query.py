@@ -18,7 +18,7 @@ from pydantic import Field
 
 from agent.domain import JSON
 from agent.ports import SqlFailure, SqlLimits, TenantSql
-from agent.sqlguard import MAX_SQL_CHARS, Accepted, Rejected, check
+from agent.sqlguard import MAX_SQL_CHARS, Accepted, Rejected, SqlChecks
 from agent.tools.base import Tool, ToolArguments, ToolContext, ToolResult
 
 SQL_REJECTED: Final = "sql_rejected"
@@ -55,18 +55,21 @@ class SqlQuery(Tool[SqlQueryArgs]):
         self,
         sql: TenantSql,
         *,
+        checks: SqlChecks | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_rows: int = DEFAULT_MAX_ROWS,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._sql = sql
+        # Shared with the policy gate when given (`agent.runtime`): the gate's parse is reused.
+        self._checks = checks if checks is not None else SqlChecks()
         self._timeout_s = timeout_s
         self._max_rows = max_rows
         self._max_bytes = max_bytes
 
     async def inspect(self, sql: str) -> Accepted | Rejected:
         """The guard's answer for `sql` over the current catalog (what `run` would run)."""
-        return check(sql, await self._sql.catalog())
+        return self._checks.check(sql, await self._sql.catalog())
 
     async def run(self, args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
         verdict = await self.inspect(args.sql)

@@ -52,7 +52,6 @@ class WriteRecord(Tool[WriteRecordArgs]):
         "not read is refused (stale_version)."
     )
     arguments = WriteRecordArgs
-    changes_state = True
 
     def __init__(self, records: RecordStore) -> None:
         self._records = records

@@ -11,6 +11,11 @@ connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
     raise RuntimeError("run migrations through `garrison db upgrade` (datastore.migrate)")
 
-context.configure(connection=connection, target_metadata=Base.metadata)
+# One transaction per revision, begun and committed by Alembic itself (the connection comes
+# without one): a revision's autocommit block (a CONCURRENTLY index build) then commits only
+# that revision's work before it, never another revision's half.
+context.configure(
+    connection=connection, target_metadata=Base.metadata, transaction_per_migration=True
+)
 with context.begin_transaction():
     context.run_migrations()

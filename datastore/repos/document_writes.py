@@ -4,6 +4,12 @@ Per batch: one pipelined upsert of every document whose content changed (a new r
 row with `version + 1`), one DELETE of the replaced documents' old chunks, one binary COPY of all
 new chunks, one commit. The document row keeps its id across versions, and the old chunks go
 and the new ones arrive in the same commit, so a concurrent reader sees either version whole.
+
+A restricted writer (access tags, `agent.services.access`) replaces only a document carrying one
+of its tags, and that condition is part of each write statement: the service's own check comes
+from a lookup made before embedding, and the document may have been retagged, or created by
+another key, since. A write the condition stopped is reported as hidden (None), and nothing of
+that document is written; the batch's other documents go in, in the same commit.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ ON CONFLICT (tenant_id, key) DO UPDATE SET
 -- A writer that lost a race to store the same content finds nothing to change: no new version.
 WHERE (d.title, d.source, d.metadata, d.tags, d.content_hash) IS DISTINCT FROM
       (excluded.title, excluded.source, excluded.metadata, excluded.tags, excluded.content_hash)
+{access}
 RETURNING d.*, (d.xmax = 0) AS inserted
 """
 
@@ -45,8 +52,20 @@ UPDATE documents AS d SET source = %(source)s, metadata = %(metadata)s, tags = %
 WHERE d.tenant_id = %(tenant)s AND d.key = %(key)s AND d.content_hash = %(hash)s
   AND (d.source, d.metadata, d.tags) IS DISTINCT FROM
       (%(source)s, %(metadata)s::jsonb, %(tags)s::text[])
+{access}
 RETURNING d.*, false AS inserted
 """
+
+# A restricted writer's condition on the stored row it would replace (see the module docstring).
+_WITHIN_ACCESS = "  AND d.tags && %(access)s::text[]"
+_STATEMENTS = {
+    restricted: (
+        _UPSERT.format(access=_WITHIN_ACCESS if restricted else ""),
+        _UPDATE_LABELS.format(access=_WITHIN_ACCESS if restricted else ""),
+    )
+    for restricted in (False, True)
+}
+"""(upsert, label update), for an unrestricted writer (False) and a restricted one (True)."""
 
 _CURRENT = "SELECT d.* FROM documents d WHERE d.tenant_id = %(tenant)s AND d.key = ANY(%(keys)s)"
 
@@ -82,36 +101,42 @@ def check_dim(vector: Sequence[float]) -> None:
 
 
 async def write_batch(
-    pg: AsyncPg, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
-) -> list[DocumentWrite]:
-    """Store `documents` in the caller's open transaction; results in input order."""
+    pg: AsyncPg,
+    tenant_id: uuid.UUID,
+    documents: Sequence[NewDocument],
+    access_tags: tuple[str, ...] | None = None,
+) -> list[DocumentWrite | None]:
+    """Store `documents` in the caller's open transaction; results in input order, None for a
+    document whose key holds one outside `access_tags` (None: the whole tenant), left as is."""
     if len({d.key for d in documents}) != len(documents):
         raise ValueError("a batch must not hold the same key twice")
     for doc in documents:
         for chunk in doc.chunks or ():
             check_dim(chunk.embedding)
+    upsert, update_labels = _STATEMENTS[access_tags is not None]
     rows: dict[str, dict[str, Any] | None] = {}
     async with pg.cursor(row_factory=dict_row) as cur:
         full = [d for d in documents if d.chunks is not None]
         if full:
-            await cur.executemany(_UPSERT, [_params(tenant_id, d) for d in full], returning=True)
+            params = [_params(tenant_id, d, access_tags) for d in full]
+            await cur.executemany(upsert, params, returning=True)
             for doc in full:
                 rows[doc.key] = await cur.fetchone()
                 cur.nextset()
         for doc in documents:
             if doc.chunks is None:
-                await cur.execute(_UPDATE_LABELS, _params(tenant_id, doc))
+                await cur.execute(update_labels, _params(tenant_id, doc, access_tags))
                 rows[doc.key] = await cur.fetchone()
         missing = [key for key, row in rows.items() if row is None]
         current: dict[str, dict[str, Any]] = {}
         if missing:
             await cur.execute(_CURRENT, {"tenant": tenant_id, "keys": missing})
             current = {r["key"]: r for r in await cur.fetchall()}
-        results = [_outcome(d, rows[d.key], current.get(d.key)) for d in documents]
+        results = [_outcome(d, rows[d.key], current.get(d.key), access_tags) for d in documents]
         replaced = [
             w.document.id
             for w, d in zip(results, documents, strict=True)
-            if w.status is WriteStatus.UPDATED and d.chunks is not None
+            if w is not None and w.status is WriteStatus.UPDATED and d.chunks is not None
         ]
         if replaced:
             await cur.execute("DELETE FROM chunks WHERE document_id = ANY(%s)", (replaced,))
@@ -119,8 +144,11 @@ async def write_batch(
     return results
 
 
-def _params(tenant_id: uuid.UUID, doc: NewDocument) -> dict[str, Any]:
+def _params(
+    tenant_id: uuid.UUID, doc: NewDocument, access_tags: tuple[str, ...] | None
+) -> dict[str, Any]:
     return {
+        "access": None if access_tags is None else list(access_tags),
         "id": uuid.uuid4(),
         "tenant": tenant_id,
         "key": doc.key,
@@ -134,11 +162,22 @@ def _params(tenant_id: uuid.UUID, doc: NewDocument) -> dict[str, Any]:
 
 
 def _outcome(
-    doc: NewDocument, row: dict[str, Any] | None, current: dict[str, Any] | None
-) -> DocumentWrite:
+    doc: NewDocument,
+    row: dict[str, Any] | None,
+    current: dict[str, Any] | None,
+    access_tags: tuple[str, ...] | None,
+) -> DocumentWrite | None:
     if row is not None:
         status = WriteStatus.CREATED if row["inserted"] else WriteStatus.UPDATED
         return DocumentWrite(document_from(row), status)
+    if (
+        current is not None
+        and access_tags is not None
+        and set(current["tags"]).isdisjoint(access_tags)
+    ):
+        # The statement's access condition stopped it: not the writer's to replace, nor to see
+        # (not even as unchanged).
+        return None
     if current is not None and current["content_hash"] == doc.content_hash:
         # Stored already, by an earlier call or a concurrent writer: nothing to change.
         return DocumentWrite(document_from(current), WriteStatus.UNCHANGED)
@@ -150,12 +189,12 @@ async def _copy_chunks(
     pg: AsyncPg,
     tenant_id: uuid.UUID,
     documents: Sequence[NewDocument],
-    results: Sequence[DocumentWrite],
+    results: Sequence[DocumentWrite | None],
 ) -> None:
     fresh = [
         (w.document.id, d.chunks)
         for d, w in zip(documents, results, strict=True)
-        if d.chunks and w.status is not WriteStatus.UNCHANGED
+        if d.chunks and w is not None and w.status is not WriteStatus.UNCHANGED
     ]
     if not fresh:
         return

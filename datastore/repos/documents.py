@@ -63,12 +63,15 @@ class DocumentRepository:
         return {r.key: document_from(r._mapping) for r in rows}
 
     async def write_documents(
-        self, tenant_id: uuid.UUID, documents: Sequence[NewDocument]
-    ) -> list[DocumentWrite]:
+        self,
+        tenant_id: uuid.UUID,
+        documents: Sequence[NewDocument],
+        access_tags: tuple[str, ...] | None = None,
+    ) -> list[DocumentWrite | None]:
         if not documents:
             return []
         async with translated(), raw_connection(self._engine) as pg, pg.transaction():
-            return await write_batch(pg, tenant_id, documents)
+            return await write_batch(pg, tenant_id, documents, access_tags)
 
     async def documents_after(
         self, tenant_id: uuid.UUID | None, after: uuid.UUID | None, limit: int

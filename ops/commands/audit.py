@@ -207,8 +207,7 @@ def export(
     async def body(rt: Runtime) -> None:
         start = _since(since)
         audit = rt.services.audit
-        # With a key, its own tenant's entries only, named or not.
-        selection = await audit.select(since=start, tenant=rt.caller.scope(tenant))
+        selection = await audit.select(since=start, tenant=tenant)
         names = await audit.tenant_names()
         progress = _progress("exported", selection.total)
         written = 0

@@ -163,10 +163,19 @@ async def test_a_restricted_approver_decides_only_approvals_of_runs_it_sees(
     everything = await pending(wide.headers)
     assert set(everything) == {theirs.id, mine.id}
     assert await pending(hr.headers) == {mine.id: everything[mine.id]}
+    # Asked by run, a hidden run is not found, as it is everywhere else (not a run without
+    # approvals); its own run lists its approval.
     by_run = await client.get(
         "/v1/approvals", params={"run_id": str(theirs.id)}, headers=hr.headers
     )
-    assert by_run.json()["data"] == []
+    error = assert_error(by_run, 404, "not_found")
+    assert error["message"] == f"run {theirs.id} not found"
+    own_run = await client.get("/v1/approvals", params={"run_id": str(mine.id)}, headers=hr.headers)
+    assert [a["id"] for a in own_run.json()["data"]] == [everything[mine.id]]
+    seen = await client.get(
+        "/v1/approvals", params={"run_id": str(theirs.id)}, headers=wide.headers
+    )
+    assert [a["id"] for a in seen.json()["data"]] == [everything[theirs.id]]
 
     hidden = f"/v1/approvals/{everything[theirs.id]}"
     for response in (

@@ -196,6 +196,26 @@ def test_a_key_sees_its_own_tenant_only(cli: Cli, settings: Settings) -> None:
     assert in_services(settings, cancellers) == [admin_key.actor]
 
 
+def test_a_key_revokes_keys_of_its_own_tenant_only(cli: Cli, settings: Settings) -> None:
+    in_services(settings, lambda s: make_tenant(s, "acme"))
+    in_services(settings, lambda s: make_tenant(s, "globex"))
+    admin = with_key(cli, mint(settings, "acme", Role.ADMIN).secret)
+    theirs = mint(settings, "globex", Role.CLIENT)
+    mine = mint(settings, "acme", Role.CLIENT)
+
+    for args in (("--yes",), ()):  # refused before any confirmation is asked for
+        refused = admin.fails(1, "not_found", "keys", "revoke", str(theirs.key.id), *args)
+        assert f"API key {theirs.key.id} not found" in refused.stderr
+    assert [k["revoked_at"] for k in cli.json("keys", "list", "-t", "globex")["keys"]] == [
+        None,
+        None,
+    ]
+    assert with_key(cli, theirs.secret).json("runs", "list")["runs"] == []  # still works
+    revoked = admin.json("keys", "revoke", str(mine.key.id), "--yes")["key"]
+    assert revoked["id"] == str(mine.key.id)
+    assert revoked["revoked_at"] is not None
+
+
 def test_a_revoked_or_unknown_key_is_refused(cli: Cli, settings: Settings) -> None:
     in_services(settings, lambda s: make_tenant(s, "acme"))
     admin_key = mint(settings, "acme", Role.ADMIN)

@@ -1,9 +1,13 @@
-"""`garrison keys create --access-tag`: the tags are stored, listed and checked, and a key that
-is itself restricted cannot mint a key that sees more than it does."""
+"""`garrison keys create --access-tag`: the tags are stored, listed and checked, a key with tags
+cannot be an admin, and a key that is itself restricted cannot mint a key that sees more than it
+does."""
 
 from __future__ import annotations
 
-from tests.cli.conftest import Cli
+from agent.domain import Role
+from agent.runtime import Services, Settings
+from agent.services.keys import KEY_PREFIX, hash_key
+from tests.cli.conftest import Cli, in_services
 
 
 def test_create_and_list_show_the_access_tags(cli: Cli) -> None:
@@ -33,12 +37,48 @@ def test_bad_access_tags_are_refused(cli: Cli) -> None:
     assert cli.ok("keys", "list").stdout == "no API keys\n"
 
 
-def test_a_restricted_key_mints_only_narrower_keys(cli: Cli) -> None:
+def test_a_key_with_access_tags_cannot_be_an_admin(cli: Cli) -> None:
     cli.ok("tenants", "create", "acme")
-    minter = cli.json(
-        "keys", "create", "-t", "acme", "--role", "admin", "--access-tag", "hr",
-        "--access-tag", "legal",
-    )["secret"]  # fmt: skip
+    for roles in (("--role", "admin"), ("--role", "client", "--role", "admin")):
+        refused = cli.fails(
+            1, "invalid_request", "keys", "create", "-t", "acme", *roles, "--access-tag", "hr"
+        )
+        assert "a key with access tags cannot hold the admin role" in refused.stderr
+    assert cli.ok("keys", "list").stdout == "no API keys\n"
+    # Through a key as well: a tenant's admin key cannot mint one either.
+    admin = cli.json("keys", "create", "-t", "acme", "-n", "gov", "--role", "admin")["secret"]
+    as_admin = Cli({**cli.env, "GARRISON_API_KEY": admin})
+    as_admin.fails(
+        1, "invalid_request", "keys", "create", "-t", "acme", "--role", "admin",
+        "--access-tag", "hr",
+    )  # fmt: skip
+    assert [k["name"] for k in cli.json("keys", "list")["keys"]] == ["gov"]
+
+
+def legacy_restricted_admin(settings: Settings) -> str:
+    """An admin key with access tags, as `keys create` made them before it refused to: stored
+    through the key store directly, since the key service no longer mints one."""
+    secret = KEY_PREFIX + "legacy-restricted-admin"
+
+    async def store(services: Services) -> None:
+        tenant = await services.tenancy.require_tenant("acme")
+        await services.store.keys.create_key(
+            tenant.id,
+            "legacy",
+            [Role.ADMIN],
+            hash_key(secret),
+            secret[:10],
+            actor="test",
+            access_tags=("hr", "legal"),
+        )
+
+    in_services(settings, store)
+    return secret
+
+
+def test_a_restricted_key_mints_only_narrower_keys(cli: Cli, settings: Settings) -> None:
+    cli.ok("tenants", "create", "acme")
+    minter = legacy_restricted_admin(settings)
     as_minter = Cli({**cli.env, "GARRISON_API_KEY": minter})
     refused = as_minter.fails(1, "access_tag_required", "keys", "create", "-t", "acme")
     assert "hr, legal" in refused.stderr

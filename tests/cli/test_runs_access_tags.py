@@ -139,8 +139,13 @@ def test_a_restricted_approver_sees_and_decides_only_approvals_of_its_runs(
 
     listed = hr.json("approvals", "list", "-s", "pending")["approvals"]
     assert [a["run_id"] for a in listed] == [str(runs.mine.id)]
+    assert hr.json("approvals", "list", "--run", str(runs.mine.id))["approvals"] == listed
     for hidden in (runs.wide, runs.broad):
         approval = pending[str(hidden.id)]
+        # Asked by run, a hidden run is not found, as `outbox list --run` answers.
+        refused = hr.fails(1, "not_found", "approvals", "list", "--run", str(hidden.id))
+        assert f"run {hidden.id} not found" in refused.stderr
+        assert len(cli.json("approvals", "list", "--run", str(hidden.id))["approvals"]) == 1
         hr.fails(1, "not_found", "approvals", "show", approval)
         hr.fails(1, "not_found", "approvals", "approve", approval)
         hr.fails(1, "not_found", "approvals", "deny", approval, "-m", "no")

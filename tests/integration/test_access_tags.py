@@ -37,7 +37,7 @@ EXACT_ONLY = PlannerCosts(ef_search=10**6, max_scan_tuples=10**9)
 
 
 async def restricted(
-    services: Services, tags: Sequence[str], roles: Sequence[Role] = (Role.ADMIN,)
+    services: Services, tags: Sequence[str], roles: Sequence[Role] = (Role.OPERATOR,)
 ) -> Principal:
     _key, secret = await services.keys.create(
         "acme", f"key-{'-'.join(tags)}", roles, actor="test", access_tags=tags
@@ -83,6 +83,22 @@ async def test_key_access_tags_are_normalised_audited_and_authenticated(
         await services.keys.create("acme", "none", [Role.CLIENT], actor="t", access_tags=[])
     with pytest.raises(CallerError, match="1-64 characters"):
         await services.keys.create("acme", "long", [Role.CLIENT], actor="t", access_tags=["x" * 65])
+
+
+async def test_a_key_with_access_tags_cannot_be_an_admin(
+    services: Services, acme: TenantFixture
+) -> None:
+    for roles in ([Role.ADMIN], [Role.CLIENT, Role.ADMIN]):
+        with pytest.raises(CallerError, match="cannot hold the admin role") as refused:
+            await services.keys.create("acme", "gov", roles, actor="t", access_tags=["hr"])
+        assert refused.value.code == "invalid_request"
+    assert {k.name for k in await services.keys.list("acme")} == {"test key"}  # none stored
+    # Every other role may be restricted, and an admin key may see the whole tenant.
+    others = [Role.OPERATOR, Role.CLIENT, Role.APPROVER]
+    scoped, _ = await services.keys.create("acme", "ops", others, actor="t", access_tags=["hr"])
+    assert scoped.access_tags == ("hr",)
+    wide, _ = await services.keys.create("acme", "gov", [Role.ADMIN], actor="t")
+    assert wide.access_tags is None
 
 
 async def test_a_restricted_key_mints_only_keys_within_its_tags(
@@ -396,7 +412,9 @@ def test_migration_0011_refuses_to_widen_keys_and_goes_both_ways(pg_cluster: PgC
             assert key is not None
         with pytest.raises(MigrationError, match="1 unrevoked API keys"):
             migrate.downgrade(url, "0010")
-        assert migrate.status(url).up_to_date  # refused: nothing was dropped
+        # Each revision commits alone (`datastore.migrate`): 0012 went down, 0011 was refused
+        # and dropped nothing.
+        assert migrate.status(url).current == "0011"
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key[0],))
             run = queue_scoped_run(conn, tenant[0])

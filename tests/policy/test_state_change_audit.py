@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import uuid
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 
 from agent.domain import JSON, Run, RunStatus
+from agent.outbox.settings import OutboxSettings
+from agent.ports import RecordStore
 from agent.ports.governance import STATE_CHANGING_TOOLS
+from agent.ports.records import RecordRead, StateRecord
 from agent.runtime import Services
-from agent.tools import TOOL_NAMES
+from agent.tools import TOOL_NAMES, ToolContext, build_tools
 from datastore import migrate
 from datastore.repos.audit_sweep import GOVERNED
 from serving.testing.scripted import ScriptedModelServer
@@ -35,6 +40,49 @@ WRITE = {
 }
 FINISH = {"tool": "finish", "arguments": {"answer": "done"}}
 MIGRATION = Path(__file__).parents[2] / "datastore/migrations/versions/0012_audit_state_changes.py"
+HOOKS = "hooks.internal"
+RUN_ONCE: dict[str, JSON] = {
+    "search_documents": {"query": "preferences"},
+    "finish": {"answer": "done"},
+    "send_email": {"to": ["ops@example.com"], "subject": "hello", "body": "hi"},
+    "http_request": {"method": "POST", "url": f"https://{HOOKS}/cases", "body": "{}"},
+    "sql_query": {"sql": "select count(*) from orders"},
+    "read_record": {"key": PREFS},
+    "write_record": WRITE["arguments"],
+}
+"""Arguments each tool runs with, accepted: a new tool must say how it runs to be classified."""
+
+
+class CountedWrites:
+    """The real record store, counting the writes that went through."""
+
+    def __init__(self, inner: RecordStore) -> None:
+        self._inner = inner
+        self.writes = 0
+
+    async def read(self, tenant_id: uuid.UUID, key: str, run_id: uuid.UUID) -> RecordRead:
+        return await self._inner.read(tenant_id, key, run_id)
+
+    async def get(self, tenant_id: uuid.UUID, key: str) -> StateRecord | None:
+        return await self._inner.get(tenant_id, key)
+
+    async def write(
+        self,
+        tenant_id: uuid.UUID,
+        key: str,
+        *,
+        type: str,
+        owner: str,
+        data: JSON,
+        valid_until: datetime | None,
+        expected_version: int,
+    ) -> StateRecord | None:
+        written = await self._inner.write(
+            tenant_id, key, type=type, owner=owner, data=data,
+            valid_until=valid_until, expected_version=expected_version,
+        )  # fmt: skip
+        self.writes += written is not None
+        return written
 
 
 async def keeper_run(
@@ -149,21 +197,63 @@ async def test_steps_taken_before_0012_are_backfilled_by_the_sweep(
     assert (await services.audit_sweep.missing(sample=5)).count == 0
 
 
-async def test_the_state_changing_tools_and_the_migrated_rule_agree_with_the_tools(
-    services: Services,
+def test_an_index_a_failed_0012_left_invalid_is_built_again(database_url: str) -> None:
+    """0012 builds its index CONCURRENTLY, outside the revision's transaction: a build that
+    failed leaves an INVALID index under the name and 0012 pending, and the retry replaces it."""
+    migrate.downgrade(database_url, "0011")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX ix_steps_governed")
+        conn.execute(f"CREATE INDEX ix_steps_governed ON steps (id) WHERE {GOVERNED}")
+        # What an interrupted CREATE INDEX CONCURRENTLY leaves: an index the planner ignores.
+        conn.execute(
+            "UPDATE pg_index SET indisvalid = false"
+            " WHERE indexrelid = 'ix_steps_governed'::regclass"
+        )
+    assert migrate.upgrade(database_url).up_to_date
+    with psycopg.connect(database_url) as conn:
+        index = conn.execute(
+            "SELECT indisvalid, pg_get_expr(indpred, indrelid) FROM pg_index"
+            " WHERE indexrelid = 'ix_steps_governed'::regclass"
+        ).fetchone()
+    assert index is not None
+    valid, predicate = index
+    assert valid
+    assert "write_record" in predicate
+
+
+async def test_the_tools_whose_run_changes_state_are_the_state_changing_tools(
+    services: Services, acme: TenantFixture
 ) -> None:
-    tools = services.tools()
-    assert set(tools) == TOOL_NAMES  # every tool is built here, so every tool is classified
-    assert {n for n, t in tools.items() if t.changes_state} == STATE_CHANGING_TOOLS
-    assert {n for n, t in tools.items() if not t.changes_state} == {
-        "search_documents",
-        "finish",
-        "sql_query",
-        "read_record",
-    }
+    """`STATE_CHANGING_TOOLS` is the one list of them: every tool of the registry runs once,
+    configured and accepted, and those whose run queued a side effect (an outbox row) or wrote
+    a record must be exactly the listed ones."""
+    records = CountedWrites(services.store.records)
+    outbox = OutboxSettings(
+        smtp_host="127.0.0.1", smtp_from="agent@example.org", http_allow_hosts=[HOOKS]
+    )
+    tools = build_tools(outbox, sql=services.store.sql, records=records)
+    assert set(tools) == set(RUN_ONCE) == TOOL_NAMES
+    ctx = ToolContext(
+        tenant_id=acme.tenant.id,
+        run_id=uuid.uuid4(),
+        step_number=1,
+        documents=services.store.documents,
+        embedder=services.models.embedder(),
+    )
+    changed = set()
+    for name, tool in tools.items():
+        before = records.writes
+        result = await tool.run(tool.validate(RUN_ONCE[name]), ctx)
+        assert "error" not in result.data, (name, result.data)  # it ran, it was not refused
+        if result.effects or records.writes > before:
+            changed.add(name)
+    assert changed == STATE_CHANGING_TOOLS
+
+
+def test_the_migrated_index_predicate_is_the_sweeps_rule() -> None:
     spec = importlib.util.spec_from_file_location("migration_0012", MIGRATION)
     assert spec is not None
     assert spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    assert migration.GOVERNED == GOVERNED  # the index's predicate is the sweep's rule
+    assert migration.GOVERNED == GOVERNED

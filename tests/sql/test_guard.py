@@ -3,10 +3,12 @@ what runs is rendered from the checked tree (qualified, comments gone)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.ports import SqlCatalog
-from agent.sqlguard import MAX_SQL_CHARS, Accepted, Rejected, check
+from agent.sqlguard import MAX_SQL_CHARS, Accepted, Rejected, SqlChecks, check, guard
 from tests.sql.corpus import ESCAPES, Escape
 
 CATALOG = SqlCatalog(
@@ -110,3 +112,31 @@ def test_an_empty_catalog_refuses_every_relation() -> None:
     assert isinstance(verdict, Rejected)
     assert verdict.reason == "relation_not_allowed"
     assert "(none)" in verdict.message
+
+
+def test_sql_checks_reuse_an_answer_for_the_same_text_and_catalog_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[str] = []
+    checked = guard._checked
+
+    def spy(sql: str, catalog: SqlCatalog) -> Accepted:
+        parsed.append(sql)
+        return checked(sql, catalog)
+
+    monkeypatch.setattr(guard, "_checked", spy)
+    checks = SqlChecks(size=2)
+    a, b, c = "select id from orders", "select id from customers", "select name from customers"
+    first = checks.check(a, CATALOG)
+    assert checks.check(a, CATALOG) is first
+    assert parsed.count(a) == 1
+    # An equal catalog read again may not be the one the answer was for: checked again.
+    assert checks.check(a, replace(CATALOG)) == first
+    assert parsed.count(a) == 2
+    checks.check(a, CATALOG)
+    checks.check(b, CATALOG)
+    checks.check(a, CATALOG)  # a lookup, which makes `b` the oldest answer
+    checks.check(c, CATALOG)  # a third answer: `b` is forgotten
+    checks.check(a, CATALOG)
+    checks.check(b, CATALOG)
+    assert [parsed.count(sql) for sql in (a, b, c)] == [3, 2, 1]

@@ -45,8 +45,9 @@ def _actor(principal: Principal) -> str:
 @router.get(
     "",
     summary="List approvals",
-    description="The tenant's approvals, newest first; `?status=pending` is the queue.",
-    responses=error_responses(401, 403, 422, 500, 503),
+    description="The tenant's approvals, newest first; `?status=pending` is the queue. "
+    "With `?run_id=`, a run the key cannot see is 404 `not_found`.",
+    responses=error_responses(401, 403, 404, 422, 500, 503),
 )
 async def list_approvals(
     principal: ApproverDep,

@@ -11,8 +11,7 @@ one of them (`agent.services.access`):
   the whole tenant). A run searches under this snapshot, not under the key's tags read again at
   each step: replay and the audit trail see the scope the run really had, and a key changed or
   revoked while the run is in flight does not change what the run already retrieved against.
-  An empty array is possible here (a fork by a key sharing no tag with its parent's scope) and
-  means that the run's searches find nothing.
+  A fork keeps its parent's scope.
 
 Both columns are nullable without a default, so adding them rewrites no table: every existing
 key and run reads as NULL, which is what it was.

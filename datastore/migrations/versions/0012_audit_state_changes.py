@@ -12,6 +12,11 @@ The audit sweep's watermark goes back to the start, so the next sweep examines e
 revision are now owed, exactly as the live path writes them; a step audited already is skipped
 (`uq_audit_log_step`). Until that sweep has run, `audit verify` reports those steps as missing.
 
+Both ways the index is built CONCURRENTLY, in an autocommit block: `steps` is the hottest table,
+and a plain build would hold off every step commit until it finished. The build commits apart
+from the rest of the revision (which commits alone, `datastore.migrate`); one that fails leaves
+an INVALID index under the name, and the revision still pending, so the retry drops it first.
+
 Downgrading restores the index of 0010; entries appended meanwhile stay (the log is append-only).
 
 Revision ID: 0012
@@ -40,8 +45,11 @@ GOVERNED = (
 
 
 def _index(predicate: str) -> None:
-    op.drop_index("ix_steps_governed", table_name="steps")
-    op.execute(f"CREATE INDEX ix_steps_governed ON steps (id) WHERE {predicate}")
+    """Rebuild `ix_steps_governed` with `predicate`, writers never waiting for the build."""
+    with op.get_context().autocommit_block():
+        # IF EXISTS: also an INVALID index a failed build of this revision left behind.
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_steps_governed")
+        op.execute(f"CREATE INDEX CONCURRENTLY ix_steps_governed ON steps (id) WHERE {predicate}")
 
 
 def upgrade() -> None:
