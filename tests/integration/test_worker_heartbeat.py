@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from agent.domain import RunStatus
+from agent.domain import Run, RunStatus
 from agent.runtime import Services
 from agent.worker import Worker
 from datastore.repos.runs import RunRepository
@@ -46,6 +46,26 @@ def worker(services: Services, store: Recording, **agent: object) -> Worker:
     return Worker(store, services.run_loop(), settings, "heartbeat")
 
 
+async def thefts_while_driven(
+    services: Services, acme: TenantFixture, w: Worker, runs: list[Run]
+) -> int:
+    """Run `w` until it completes `runs`, while a second worker polls to claim them all along;
+    how many claims it won (a lease left unrenewed is claimable)."""
+    task = asyncio.create_task(w.run_forever())
+    for run in runs:
+        while (await services.runs.get(run.id, acme.tenant.id)).status is not RunStatus.RUNNING:
+            await asyncio.sleep(0.02)
+    stolen = 0
+    deadline = asyncio.get_running_loop().time() + 20
+    while w.completed < len(runs) and asyncio.get_running_loop().time() < deadline:
+        if await services.store.runs.claim_next("thief", 30) is not None:
+            stolen += 1
+        await asyncio.sleep(0.05)
+    w.stop()
+    await asyncio.wait_for(task, 10)
+    return stolen
+
+
 async def test_one_heartbeat_keeps_every_lease_of_a_worker_alive(
     services: Services, acme: TenantFixture, scripted_model: ScriptedModelServer
 ) -> None:
@@ -56,19 +76,7 @@ async def test_one_heartbeat_keeps_every_lease_of_a_worker_alive(
     runs = [await services.runs.submit(acme.principal, "assistant", f"q{i}") for i in range(2)]
     store = Recording(services.store.runs)
     w = worker(services, store, worker_concurrency=2, lease_seconds=1.5)
-    task = asyncio.create_task(w.run_forever())
-    for run in runs:
-        while (await services.runs.get(run.id, acme.tenant.id)).status is not RunStatus.RUNNING:
-            await asyncio.sleep(0.02)
-    stolen = 0
-    deadline = asyncio.get_running_loop().time() + 20
-    while w.completed < 2 and asyncio.get_running_loop().time() < deadline:
-        if await services.store.runs.claim_next("thief", 30) is not None:
-            stolen += 1
-        await asyncio.sleep(0.05)
-    w.stop()
-    await asyncio.wait_for(task, 10)
-    assert stolen == 0
+    assert await thefts_while_driven(services, acme, w, runs) == 0
     ids = {r.id for r in runs}
     assert ids in store.renewals  # both leases in one statement
     assert all(renewed <= ids for renewed in store.renewals)
@@ -100,18 +108,7 @@ async def test_a_renewal_answer_that_misses_a_run_does_not_drop_its_lease(
     run = await services.runs.submit(acme.principal, "assistant", "q")
     store = Recording(services.store.runs, stale_answers=1)
     w = worker(services, store, lease_seconds=1.5)
-    task = asyncio.create_task(w.run_forever())
-    while (await services.runs.get(run.id, acme.tenant.id)).status is not RunStatus.RUNNING:
-        await asyncio.sleep(0.02)
-    stolen = 0
-    deadline = asyncio.get_running_loop().time() + 20
-    while w.completed < 1 and asyncio.get_running_loop().time() < deadline:
-        if await services.store.runs.claim_next("thief", 30) is not None:
-            stolen += 1
-        await asyncio.sleep(0.05)
-    w.stop()
-    await asyncio.wait_for(task, 10)
-    assert stolen == 0
+    assert await thefts_while_driven(services, acme, w, [run]) == 0
     assert sum(run.id in renewed for renewed in store.renewals) >= 2
     final = await services.runs.get(run.id, acme.tenant.id)
     assert (final.status, final.attempts) == (RunStatus.SUCCEEDED, 1)
