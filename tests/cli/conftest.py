@@ -25,10 +25,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from agent.domain import Run, RunStatus
 from agent.runtime import Services, Settings, open_services
 from ops.cli import app
 from serving.testing.scripted import ScriptedModelServer
 from tests.conftest import TenantFixture, make_tenant
+from tests.outbox.conftest import put_effect_agent, send_email
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -102,6 +104,32 @@ def in_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) ->
             await services.aclose()
 
     return asyncio.run(go())
+
+
+def gated_email_run(
+    settings: Settings,
+    scripted_model: ScriptedModelServer,
+    policy: str,
+    *,
+    others: tuple[str, ...] = (),
+) -> Run:
+    """acme's notifier waiting for approval of an email outside acme under `policy` (tenants
+    `others` created beside it)."""
+
+    async def gated(services: Services) -> Run:
+        fx = await make_tenant(services, "acme")
+        for name in others:
+            await make_tenant(services, name)
+        await put_effect_agent(services, "acme")
+        await services.policies.apply("acme", None, policy, name="p.toml", actor="test")
+        scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "100"))
+        run = await services.runs.submit(fx.principal, "notifier", "quote eve")
+        await services.worker().run_until_idle()
+        return await services.runs.get(run.id, None)
+
+    run = in_services(settings, gated)
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    return run
 
 
 def tenant(settings: Settings, name: str = "acme") -> TenantFixture:

@@ -21,9 +21,8 @@ from ops.access import Gate
 from ops.cli import app
 from ops.command_roles import COMMAND_ROLES, HOST, UndeclaredCommand
 from serving.testing.scripted import ScriptedModelServer
-from tests.cli.conftest import Cli, in_services
+from tests.cli.conftest import Cli, gated_email_run, in_services
 from tests.conftest import make_tenant
-from tests.outbox.conftest import put_effect_agent, send_email
 
 EXTERNAL_EMAIL = """
 [[rules]]
@@ -98,20 +97,7 @@ def test_a_command_without_a_row_is_refused_for_every_caller() -> None:
 
 def gated_run(settings: Settings, scripted_model: ScriptedModelServer) -> Run:
     """acme's notifier waiting for approval to email outside acme; globex exists beside it."""
-
-    async def gated(services: Services) -> Run:
-        fx = await make_tenant(services, "acme")
-        await make_tenant(services, "globex")
-        await put_effect_agent(services, "acme")
-        await services.policies.apply("acme", None, EXTERNAL_EMAIL, name="p.toml", actor="test")
-        scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "100"))
-        run = await services.runs.submit(fx.principal, "notifier", "quote eve")
-        await services.worker().run_until_idle()
-        return await services.runs.get(run.id, None)
-
-    run = in_services(settings, gated)
-    assert run.status is RunStatus.AWAITING_APPROVAL
-    return run
+    return gated_email_run(settings, scripted_model, EXTERNAL_EMAIL, others=("globex",))
 
 
 def test_an_approver_key_decides_its_own_tenants_approvals_only(

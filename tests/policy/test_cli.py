@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.domain import Run, RunStatus
 from agent.runtime import Services, Settings
 from serving.testing.scripted import ScriptedModelServer
-from tests.cli.conftest import Cli, in_services
+from tests.cli.conftest import Cli, gated_email_run, in_services
 from tests.conftest import make_tenant
 from tests.outbox.conftest import finish, put_effect_agent, send_email
 
@@ -112,17 +112,7 @@ def test_a_draft_is_tested_against_recorded_runs(
 def test_approvals_are_listed_shown_and_decided(
     cli: Cli, settings: Settings, scripted_model: ScriptedModelServer, tmp_path: Path
 ) -> None:
-    async def gated(services: Services) -> Run:
-        fx = await make_tenant(services, "acme")
-        await put_effect_agent(services, "acme")
-        await services.policies.apply("acme", None, EXTERNAL, name="p.toml", actor="test")
-        scripted_model.enqueue(send_email(["eve@partner.example"], "Quote", "100"))
-        run = await services.runs.submit(fx.principal, "notifier", "quote eve")
-        await services.worker().run_until_idle()
-        return await services.runs.get(run.id, None)
-
-    run = in_services(settings, gated)
-    assert run.status is RunStatus.AWAITING_APPROVAL
+    run = gated_email_run(settings, scripted_model, EXTERNAL)
     [pending] = cli.json("approvals", "list", "--status", "pending")["approvals"]
     assert (pending["run_id"], pending["step"], pending["tool"]) == (str(run.id), 1, "send_email")
     approval_id = pending["id"]
