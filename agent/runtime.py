@@ -36,6 +36,7 @@ from agent.services.forks import ForkService
 from agent.services.keys import KeyService
 from agent.services.models import ModelCatalog
 from agent.services.runs import RunService
+from agent.services.search_tuning import SearchTuning
 from agent.services.tenancy import TenancyService
 from agent.settings import AgentSettings, ApiSettings
 from agent.sqlguard import SqlChecks
@@ -104,6 +105,8 @@ class Services:
     """Policies and approvals as the run loop sees them."""
     audit_sweep: AuditSweep = field(init=False)
     """Appends the audit entries of governed steps that a crash lost (workers run it)."""
+    search_tuning: SearchTuning = field(init=False)
+    """Each tenant's calibrated HNSW `ef_search` (workers keep it current)."""
     budgets: BudgetService = field(init=False)
     budget_rules: BudgetDirectory = field(init=False)
     """Which budgets apply to a run; one per process, so its cache is shared by every worker."""
@@ -118,6 +121,7 @@ class Services:
         self.tenancy = TenancyService(s.tenants, s.agents, self.settings.agent)
         self.runs = RunService(s.agents, s.runs)
         self.documents = DocumentService(s.documents, self.models.embedder(), self.settings.agent)
+        self.search_tuning = SearchTuning(s.documents, self.models.embedder(), self.settings.agent)
         self.catalog = ModelCatalog(s.models, self.models.registry)
         self.forks = ForkService(s.runs, s.forks, self.models.registry)
         self.replays = ReplayService(
@@ -183,6 +187,12 @@ class Services:
                 SWEEP_INTERVAL_S,
                 "audit",
                 "appended %d audit entries lost after their steps committed",
+            ),
+            Sweep(
+                self.search_tuning.sweep,
+                self.settings.agent.search_tune_interval_s,
+                "search tuning",
+                "measured the HNSW recall of %d tenant(s) on their own chunks",
             ),
         )
         return Worker(self.store.runs, self.run_loop(), self.settings.agent, worker_id, sweeps)

@@ -57,6 +57,19 @@ class AgentSettings(BaseSettings):
     bulk_load_min_chunks: int = Field(default=20_000, ge=1)
     """An ingest expected to add at least this many chunks, and more than are stored already,
     drops the vector index and builds it once at the end instead of growing it row by row."""
+    search_recall_target: float = Field(default=0.96, gt=0, le=1)
+    """The recall@10 each tenant's HNSW scans are calibrated to reach on its own data
+    (`agent.services.search_tuning`): a point above the 0.95 promised, for the sampling error
+    of measuring it with ~100 questions."""
+    search_tune_sample: int = Field(default=100, ge=10, le=10_000)
+    """Chunks a calibration uses as queries."""
+    search_tune_min_chunks: int = Field(default=1_000, ge=11)
+    """Tenants smaller than this keep the default `ef_search`: their searches scan exactly or
+    visit most of their rows anyway."""
+    search_tune_drift: float = Field(default=0.25, gt=0)
+    """A tenant is measured again when its chunk count moved by more than this share."""
+    search_tune_interval_s: float = Field(default=300.0, gt=0)
+    """How often a worker looks for tenants to measure (again)."""
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> AgentSettings:

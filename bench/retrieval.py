@@ -46,6 +46,7 @@ from pgvector.psycopg import register_vector
 
 from agent.domain import SearchFilter, SearchQuery
 from agent.services.documents import DocumentService
+from agent.services.search_tuning import SearchTuning
 from agent.settings import AgentSettings
 from bench.corpus import (
     SECTIONS,
@@ -72,6 +73,8 @@ from serving.settings import ServingSettings
 K = 10
 QUERY_SEED = 99
 """Documents of this seed give the queries: the load's are seed 11, the probe's 12345."""
+PAST_QUESTIONS_SEED = 98
+"""Documents of this seed give the questions the calibration measures with."""
 SCENARIOS: list[tuple[str, dict[str, Any]]] = [
     ("unfiltered (tenant only)", {}),
     ("filtered, 10% selectivity", {"p10": 3}),
@@ -111,6 +114,16 @@ async def ingest(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
         loader = embedder(args.in_process, [])
         found["load"] = await _phase(store, tenant.id, loader, documents(args.documents))
         found["load_avg"].append(_load_avg("after the load"))
+        # What a worker's sweep does within minutes of a load (agent.services.search_tuning):
+        # the tenant's ef_search measured with the questions it is asked. A bench tenant has no
+        # runs, so chunks of documents of yet another seed stand for its past questions: of
+        # the same kind as the measured queries, never the same texts. Its seconds are its own
+        # line, not the load's: no ingest waits for it.
+        started = time.perf_counter()
+        tuning = SearchTuning(store.documents, loader, AgentSettings())
+        past = chunk_texts(AgentSettings().search_tune_sample, PAST_QUESTIONS_SEED)
+        calibration = await tuning.calibrate(tenant.id, questions=past)
+        found["calibration"] = (calibration, time.perf_counter() - started)
         # Embedded after the load, by the same model: in the stored vectors' space.
         queries = (await loader.embed(chunk_texts(args.queries, QUERY_SEED))).vectors
         found["search"] = await search_all(store, tenant.id, queries, db_url)
@@ -267,6 +280,15 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             _projection("fresh bulk load", project_load(load, live, found_probe.prose, group))
             if not args.add_in_process:
                 _projection("added to the live index", project_add(add, found_probe.prose, group))
+    calibration, seconds = r["calibration"]
+    if calibration is not None:
+        print(
+            f"\nef_search calibrated in {seconds:.1f} s on {calibration.chunks:,} chunks with"
+            f" {calibration.sample} {calibration.source}, target recall@10"
+            f" {calibration.target:.2f}: {calibration.ef_search}"
+        )
+        for m in calibration.ladder:
+            print(f"  ef_search {m.ef_search:>4}: recall@10 {m.recall:.3f}, p50 {m.p50_ms:.2f} ms")
     print(f"\nretrieval: top-{K}, {args.queries} queries, recall vs exact scan of the same rows")
     print(f"{'scenario':<28}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'short':>7}  plan")
     for row in r["search"]:

@@ -9,6 +9,7 @@ transaction that is rolled back, as the pool does on every return, would be undo
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,7 @@ from pgvector.psycopg import register_vector_async
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 HNSW_EF_SEARCH = 64
-"""Candidates the HNSW scan keeps; measured in bench/retrieval.py to give recall >= 0.95."""
+"""Candidates the HNSW scan keeps for a tenant not calibrated yet (`repos.search_tuning`)."""
 HNSW_MAX_SCAN_TUPLES = 20_000
 """pgvector's default cap on tuples an iterative scan visits; the search planner respects it."""
 
@@ -30,6 +31,9 @@ _SESSION = (
 )
 
 AsyncPg = psycopg.AsyncConnection[Any]
+
+_EF_SEARCH: weakref.WeakKeyDictionary[AsyncPg, int] = weakref.WeakKeyDictionary()
+"""Each prepared connection's `hnsw.ef_search` where it is not the default of `_SESSION`."""
 
 
 @asynccontextmanager
@@ -49,3 +53,16 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[AsyncPg]:
             await pg.execute(_SESSION)
             await pg.commit()
         yield pg
+
+
+async def use_ef_search(pg: AsyncPg, ef_search: int) -> None:
+    """Make the connection's HNSW scans keep `ef_search` candidates.
+
+    One SET when the value differs from the connection's, none otherwise: tenants calibrated to
+    the same value, or one tenant's searches in a row, pay nothing. Call it in autocommit (as a
+    search reads): a SET inside a transaction would be undone by the pool's rollback while this
+    record of it stayed.
+    """
+    if _EF_SEARCH.get(pg, HNSW_EF_SEARCH) != ef_search:
+        await pg.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+        _EF_SEARCH[pg] = ef_search

@@ -62,6 +62,7 @@ COMMAND_ROLES: Mapping[str, Needed] = {
     "models status": HOST,
     "models logs": HOST,
     "reindex": HOST,
+    "calibrate": HOST,
     "audit verify": HOST,
     "audit export": HOST,
     "tenants create": HOST,

@@ -22,10 +22,16 @@ from agent.domain.documents import (
     DocumentWrite as DocumentWrite,
 )
 from agent.domain.documents import (
+    EfMeasure as EfMeasure,
+)
+from agent.domain.documents import (
     NewChunk as NewChunk,
 )
 from agent.domain.documents import (
     NewDocument as NewDocument,
+)
+from agent.domain.documents import (
+    SearchCalibration as SearchCalibration,
 )
 from agent.domain.documents import (
     SearchFilter as SearchFilter,

@@ -135,9 +135,47 @@ class SearchPlan:
     """Chunks the tenant and filter were estimated to leave in scope."""
     fell_back: bool = False
     """The index scan found fewer rows than exist, so an exact scan answered instead."""
+    ef_search: int | None = None
+    """The candidates the HNSW scan kept (the tenant's calibrated `ef_search`); None when no
+    index scan ran."""
 
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     hits: list[ChunkHit]
     plan: SearchPlan
+
+
+@dataclass(frozen=True, slots=True)
+class EfMeasure:
+    """Recall and latency of the HNSW scan at one `ef_search`, on a calibration's sample."""
+
+    ef_search: int
+    recall: float
+    """Mean recall@k against an exact scan of the same rows."""
+    p50_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCalibration:
+    """The `ef_search` chosen for a tenant's searches from recall measured on its own chunks."""
+
+    tenant_id: uuid.UUID
+    ef_search: int
+    recall: float
+    """Measured at `ef_search`; below `target` only when no `ef_search` tried reached it."""
+    target: float
+    sample: int
+    """Queries measured."""
+    source: str
+    """What the queries were: "questions" (asked of the tenant's agents, or given by an
+    operator) or "mixed chunks" (sums of two of its chunks, for want of questions)."""
+    chunks: int
+    """The tenant's chunks when it was measured (a later drift calls for measuring again)."""
+    measured_at: datetime
+    ladder: tuple[EfMeasure, ...]
+    """Every `ef_search` tried, ascending; the last is the chosen one."""
+
+    @property
+    def met(self) -> bool:
+        return self.recall >= self.target

@@ -11,6 +11,7 @@ from agent.domain import (
     Document,
     DocumentWrite,
     NewDocument,
+    SearchCalibration,
     SearchQuery,
     SearchResult,
     StoredChunk,
@@ -117,4 +118,41 @@ class DocumentStore(SearchStore, Protocol):
 
     async def build_vector_index(self, *, concurrently: bool = False) -> bool:
         """Build (or rebuild) the HNSW index and refresh statistics; whether it was missing."""
+        ...
+
+
+class SearchTuningStore(Protocol):
+    async def calibrate(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        target: float,
+        sample: int,
+        k: int,
+        if_drifted: tuple[int, float] | None = None,
+        questions: Sequence[Sequence[float]] = (),
+    ) -> SearchCalibration | None:
+        """Measure and store the `ef_search` the tenant's searches use.
+
+        The queries are `questions` (embedded), else `sample` sums of two random chunks of the
+        tenant; for rising `ef_search`, the HNSW scan's recall@k is measured against an exact
+        scan of the same rows, and the smallest `ef_search` reaching `target` is stored (the
+        largest tried when none does). None, and nothing stored, when the vector index is
+        missing or the tenant has fewer chunks than k + 1. With `if_drifted` (min_chunks,
+        drift: `drifted`'s arguments), the tenant is measured only if it is still drifted when
+        its turn comes; otherwise the stored calibration is returned.
+        """
+        ...
+
+    async def calibration(self, tenant_id: uuid.UUID) -> SearchCalibration | None:
+        """The tenant's stored calibration, if it was ever measured."""
+        ...
+
+    async def recent_questions(self, tenant_id: uuid.UUID, count: int, chars: int) -> list[str]:
+        """Up to `count` distinct inputs of the tenant's latest runs, each cut to `chars`."""
+        ...
+
+    async def drifted(self, min_chunks: int, drift: float) -> list[uuid.UUID]:
+        """Tenants with at least `min_chunks` chunks never measured, or whose chunk count moved
+        by more than `drift` (a share) since they were."""
         ...

@@ -23,16 +23,18 @@ from agent.domain import (
     Document,
     DocumentWrite,
     NewDocument,
+    SearchCalibration,
     SearchQuery,
     SearchResult,
     StoredChunk,
 )
 from datastore.driver import raw_connection
 from datastore.errors import translated
+from datastore.repos import search_tuning
 from datastore.repos.document_writes import document_from, replace_embeddings, write_batch
 from datastore.repos.search import SearchRepository
 from datastore.schema import ChunkRow, DocumentRow
-from datastore.schema.documents import HNSW_INDEX
+from datastore.schema.documents import HNSW_EF_CONSTRUCTION, HNSW_INDEX, HNSW_M
 
 DOCS = cast(Table, DocumentRow.__table__)
 CHUNKS = cast(Table, ChunkRow.__table__)
@@ -44,6 +46,7 @@ BUILD_MEMORY = "512MB"
 _CREATE_INDEX = (
     "CREATE INDEX {concurrently} IF NOT EXISTS " + HNSW_INDEX + " ON chunks "
     "USING hnsw (embedding halfvec_cosine_ops)"
+    f" WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
 )
 
 
@@ -220,6 +223,41 @@ class DocumentRepository:
                 await conn.execute(text("RESET maintenance_work_mem"))
         self._search.forget_estimates()
         return missing
+
+    async def calibrate(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        target: float,
+        sample: int,
+        k: int,
+        if_drifted: tuple[int, float] | None = None,
+        questions: Sequence[Sequence[float]] = (),
+    ) -> SearchCalibration | None:
+        async with translated(), raw_connection(self._engine) as pg:
+            found = await search_tuning.calibrate(
+                pg,
+                tenant_id,
+                target=target,
+                sample=sample,
+                k=k,
+                if_drifted=if_drifted,
+                questions=questions,
+            )
+        self._search.forget_estimates()  # this process' searches use it at once
+        return found
+
+    async def calibration(self, tenant_id: uuid.UUID) -> SearchCalibration | None:
+        async with translated(), raw_connection(self._engine) as pg:
+            return await search_tuning.stored(pg, tenant_id)
+
+    async def recent_questions(self, tenant_id: uuid.UUID, count: int, chars: int) -> list[str]:
+        async with translated(), raw_connection(self._engine) as pg:
+            return await search_tuning.recent_questions(pg, tenant_id, count, chars)
+
+    async def drifted(self, min_chunks: int, drift: float) -> list[uuid.UUID]:
+        async with translated(), raw_connection(self._engine) as pg:
+            return await search_tuning.drifted(pg, min_chunks, drift)
 
 
 def _visible(access_tags: tuple[str, ...] | None) -> list[ColumnElement[bool]]:

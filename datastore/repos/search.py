@@ -5,7 +5,9 @@ results; so is a restricted caller's scope (`SearchFilter.access_tags`). Metadat
 filters select documents (GIN indexes) and chunks by document. How the
 vector half runs — HNSW iterative scan or exact scan — is decided per query from the rows in
 scope (`search_plan`): for a tenant alone, the planner's estimate from `pg_stats` (cached
-briefly); with a filter, the exact sum of the matching documents' chunk counts. The keyword half
+briefly); with a filter, the exact sum of the matching documents' chunk counts. An index scan
+keeps the tenant's calibrated number of candidates (`search_tuning`, cached with the estimate;
+the default `HNSW_EF_SEARCH` until the tenant is measured). The keyword half
 ranks `tsvector` matches of the query's identifiers (else its words); the two lists are fused by
 reciprocal rank (RRF). The SQL itself is `search_sql`.
 """
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -27,7 +30,13 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.domain import ChunkHit, SearchFilter, SearchPlan, SearchQuery, SearchResult
-from datastore.driver import HNSW_EF_SEARCH, HNSW_MAX_SCAN_TUPLES, AsyncPg, raw_connection
+from datastore.driver import (
+    HNSW_EF_SEARCH,
+    HNSW_MAX_SCAN_TUPLES,
+    AsyncPg,
+    raw_connection,
+    use_ef_search,
+)
 from datastore.errors import translated
 from datastore.repos.document_writes import check_dim
 from datastore.repos.search_plan import PlannerCosts, Strategy, choose_strategy
@@ -46,7 +55,7 @@ class SearchRepository:
     def __init__(self, engine: AsyncEngine, costs: PlannerCosts | None = None) -> None:
         self._engine = engine
         self._costs = costs or PlannerCosts(HNSW_EF_SEARCH, HNSW_MAX_SCAN_TUPLES)
-        self._estimates: dict[uuid.UUID, tuple[float, float, float]] = {}
+        self._estimates: dict[uuid.UUID, _Estimate] = {}
 
     def forget_estimates(self) -> None:
         """Drop cached statistics, e.g. after a bulk load was analysed."""
@@ -71,11 +80,16 @@ class SearchRepository:
             **_filter_params(query.filter),
         }
         async with translated(), raw_connection(self._engine) as pooled, _reading(pooled) as pg:
-            in_scope, table_rows = await self._scope(pg, query)
+            in_scope, estimate = await self._scope(pg, query)
             if in_scope == 0:
                 return SearchResult([], SearchPlan(Strategy.EXACT, 0))
-            strategy = choose_strategy(in_scope, table_rows, candidates, self._costs)
+            ef = estimate.ef_search or self._costs.ef_search
+            costs = replace(self._costs, ef_search=ef)
+            strategy = choose_strategy(in_scope, estimate.table_rows, candidates, costs)
             plan = SearchPlan(strategy, round(in_scope))
+            if strategy is Strategy.HNSW:
+                await use_ef_search(pg, ef)
+                plan = replace(plan, ef_search=ef)
             # A filter's selectivity is what the chosen strategy relies on, and a generic plan
             # (which psycopg's prepared statements reach after ten runs) cannot see it: it may
             # scan the filtered rows exactly while the result says hnsw. Filtered statements
@@ -90,34 +104,54 @@ class SearchRepository:
                 rows = await _fetch(pg, exact, params, prepare)
         return SearchResult([_hit(r, hybrid) for r in rows], plan)
 
-    async def _scope(self, pg: AsyncPg, query: SearchQuery) -> tuple[float, float]:
-        """(rows in scope, rows in the table), from statistics or the documents' chunk counts."""
+    async def _scope(self, pg: AsyncPg, query: SearchQuery) -> tuple[float, _Estimate]:
+        """(rows in scope, the tenant's estimate): from statistics or the documents' chunk
+        counts, and the tenant's calibrated `ef_search`."""
         cached = self._estimates.get(query.tenant_id)
-        if cached is None or cached[2] < time.monotonic():
+        if cached is None or cached.expires < time.monotonic():
             # The planner's own estimate: pg_stats' most common values give a tenant's share.
             cur = await pg.execute(
                 "EXPLAIN (FORMAT JSON) SELECT 1 FROM chunks c WHERE c.tenant_id = %s",
                 (query.tenant_id,),
             )
             plan = _plan_json(await cur.fetchone())
-            cur = await pg.execute(
-                "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'chunks'::regclass"
+            cur = await pg.execute(_TABLE_AND_TUNING, (query.tenant_id,))
+            found = await cur.fetchone()
+            tenant_rows = float(plan["Plan Rows"])
+            cached = _Estimate(
+                tenant_rows,
+                max(tenant_rows, float(found[0] if found else 0)),
+                found[1] if found else None,
+                time.monotonic() + ESTIMATE_TTL_S,
             )
-            total = await cur.fetchone()
-            expires = time.monotonic() + ESTIMATE_TTL_S
-            cached = (float(plan["Plan Rows"]), float(total[0] if total else 0), expires)
             self._estimates[query.tenant_id] = cached
-        tenant_rows, table_rows, _ = cached
-        table_rows = max(table_rows, tenant_rows)
         if query.filter.empty:
-            return tenant_rows, table_rows
+            return cached.tenant_rows, cached
         # A filter selects documents; the sum of their chunk counts is exact and cheap to get.
         cur = await pg.execute(
             COUNT_IN_SCOPE.format(document_predicate(query.filter)),
             {"tenant": query.tenant_id, **_filter_params(query.filter)},
         )
         row = await cur.fetchone()
-        return float(row[0] if row else 0), table_rows
+        return float(row[0] if row else 0), cached
+
+
+_TABLE_AND_TUNING = (
+    "SELECT greatest(reltuples, 0),"
+    " (SELECT ef_search FROM search_tuning WHERE tenant_id = %s)"
+    " FROM pg_class WHERE oid = 'chunks'::regclass"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    """What a tenant's searches plan with, refreshed every ESTIMATE_TTL_S."""
+
+    tenant_rows: float
+    table_rows: float
+    ef_search: int | None
+    """Calibrated for the tenant; None until it is measured."""
+    expires: float
 
 
 @asynccontextmanager

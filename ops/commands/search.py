@@ -1,20 +1,23 @@
-"""`garrison search` and `garrison reindex`: what an agent would retrieve, the vector index, and
-re-embedding stored chunks after the embedding model changed.
+"""`garrison search`, `garrison reindex` and `garrison calibrate`: what an agent would retrieve,
+the vector index, re-embedding stored chunks after the embedding model changed, and measuring
+each tenant's `ef_search` on its own chunks.
 
 `search` runs the same search service as the agent's `search_documents` tool and `GET
 /v1/search`, so an operator sees exactly what a run of that tenant would be shown (with a key
-that has access tags, what a run it submits would be shown). `reindex` is a host command.
+that has access tags, what a run it submits would be shown). `reindex` and `calibrate` are host
+commands.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
-from agent.domain import SearchFilter
+from agent.domain import SearchCalibration, SearchFilter
 from agent.services.reembed import ReembedProgress, ReembedReport
 from agent.services.search import SearchMode
 from ops.commands.docs_add import PROGRESS_EVERY_S, TenantOption, parse_pairs
@@ -93,6 +96,13 @@ def reindex(
             "--progress/--no-progress", help="Progress on stderr; default: on a terminal."
         ),
     ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Afterwards, measure every tenant's ef_search on the new index (as `calibrate`).",
+        ),
+    ] = True,
     json_out: JsonFlag = False,
 ) -> None:
     """Rebuild the vector index (without blocking writers) and refresh search statistics.
@@ -100,7 +110,7 @@ def reindex(
     With --reembed, after the embedding model changed: every chunk (of one tenant, or of all) is
     embedded again through the embed role in batches, each document's new vectors committed at
     once, before the index is rebuilt. Searches keep working meanwhile, over a mix of old and
-    new vectors until it ends.
+    new vectors until it ends. Then every tenant's ef_search is measured again (`calibrate`).
     """
     if tenant is not None and not reembed:
         raise typer.BadParameter("applies only with --reembed", param_hint="--tenant")
@@ -128,9 +138,100 @@ def reindex(
         data: dict[str, object] = {"rebuilt": True, "was_missing": missing}
         if report is not None:
             data["reembedded"] = report
+        if calibrate:
+            # A new graph answers differently: measure every tenant on it now rather than at
+            # the next drift.
+            data["calibrated"] = await _calibrate_all(rt, out, None, None, None)
         out.emit(data, lambda: None)
 
     with_services(ctx, out, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrated:
+    tenant: str
+    calibration: SearchCalibration
+
+
+def calibrate(
+    ctx: typer.Context,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", "-t", help="Only this tenant (default: all large enough)."),
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, max=1.0, help="Recall@10 to reach (default: GARRISON_SEARCH_RECALL_TARGET)."
+        ),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            max=10_000,
+            help="Chunks to query with (default: GARRISON_SEARCH_TUNE_SAMPLE).",
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Measure the vector index's recall on each tenant's own chunks and choose its ef_search.
+
+    For rising ef_search, recall@10 of the HNSW scan is measured against an exact scan, with a
+    sample of the tenant's chunks as queries; the smallest value reaching the target is what the
+    tenant's searches use from then on. Workers do this on their own when a tenant first grows
+    past GARRISON_SEARCH_TUNE_MIN_CHUNKS and whenever its size drifts; this does it now.
+    """
+    out = Output(json_out)
+
+    async def body(rt: Runtime) -> None:
+        found = await _calibrate_all(rt, out, tenant, target, sample)
+
+        def human() -> None:
+            if not found:
+                out.line("no tenant has enough chunks to measure (or the vector index is missing)")
+            for c in found:
+                out.line(_describe(c.tenant, c.calibration))
+
+        out.emit(found, human)
+
+    with_services(ctx, out, body)
+
+
+async def _calibrate_all(
+    rt: Runtime, out: Output, name: str | None, target: float | None, sample: int | None
+) -> list[Calibrated]:
+    tenancy, tuning = rt.services.tenancy, rt.services.search_tuning
+    if name is not None:
+        tenants = [await tenancy.require_tenant(name)]
+    else:
+        measurable = set(await tuning.measurable())
+        tenants = [t for t in await tenancy.list_tenants() if t.id in measurable]
+    found: list[Calibrated] = []
+    for t in tenants:
+        with out.progress(f"measuring the recall of {t.name}'s searches") as step:
+            calibration = await tuning.calibrate(t.id, target=target, sample=sample)
+            step.detail = (
+                "nothing to measure"
+                if calibration is None
+                else (f"ef_search {calibration.ef_search}")
+            )
+        if calibration is not None:
+            found.append(Calibrated(t.name, calibration))
+    return found
+
+
+def _describe(tenant: str, c: SearchCalibration) -> str:
+    verdict = "reached" if c.met else "NOT reached (the largest ef_search tried)"
+    lines = [
+        f"{tenant}: ef_search {c.ef_search}, recall@10 {c.recall:.3f}, target {c.target:.2f} "
+        f"{verdict}; {c.sample} of its {c.chunks:,} chunks as queries"
+    ]
+    lines += [
+        f"  ef_search {m.ef_search:>4}: recall@10 {m.recall:.3f}, p50 {m.p50_ms:.2f} ms"
+        for m in c.ladder
+    ]
+    return "\n".join(lines)
 
 
 class _ReembedProgress:

@@ -68,7 +68,7 @@ def registered(group: TyperGroup, prefix: str = "") -> set[str]:
 
 
 HOST_COMMANDS = {
-    *("up", "serve", "worker", "reindex"),
+    *("up", "serve", "worker", "reindex", "calibrate"),
     *("db upgrade", "db status", "engine install", "engine status"),
     *("tenants create", "tenants list", "audit verify", "audit export"),
     *(f"models {verb}" for verb in ("list", "sync", "health", "import-gguf")),

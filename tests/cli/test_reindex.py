@@ -35,3 +35,41 @@ def test_a_tenant_needs_reembed_and_must_exist(cli: Cli) -> None:
     assert alone.exit_code == 2
     assert "--reembed" in alone.output
     cli.fails(1, "not_found", "reindex", "--reembed", "-t", "nobody")
+
+
+def test_calibrate_measures_a_tenant_and_reindex_measures_every_large_one(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli.ok("tenants", "create", "acme")
+    sections = (
+        f"## Topic {i}\n\nRule {i}: form F-{i:03d} goes to desk {i % 7}." for i in range(40)
+    )
+    (tmp_path / "handbook.md").write_text("# Handbook\n\n" + "\n\n".join(sections) + "\n")
+    cli.ok("docs", "add", "-t", "acme", str(tmp_path))
+
+    [found] = cli.json("calibrate", "-t", "acme", "--sample", "20")
+    assert found["tenant"] == "acme"
+    measured = found["calibration"]
+    assert measured["chunks"] >= 40
+    assert measured["sample"] == 20
+    assert measured["recall"] >= measured["target"]
+    assert measured["ef_search"] == measured["ladder"][-1]["ef_search"]
+    human = cli.ok("calibrate", "-t", "acme").stdout
+    assert f"acme: ef_search {measured['ef_search']}, recall@10 " in human
+    assert "target 0.96 reached" in human
+
+    # Without --tenant: only tenants past GARRISON_SEARCH_TUNE_MIN_CHUNKS (1,000 by default).
+    assert cli.json("calibrate") == []
+    assert "no tenant has enough chunks" in cli.ok("calibrate").stdout
+    small = Cli({**cli.env, "GARRISON_SEARCH_TUNE_MIN_CHUNKS": "11"})
+    rebuilt = small.json("reindex")
+    assert [c["tenant"] for c in rebuilt["calibrated"]] == ["acme"]
+    assert small.json("reindex", "--no-calibrate").get("calibrated") is None
+
+
+def test_calibrate_refuses_bad_input(cli: Cli) -> None:
+    cli.fails(1, "not_found", "calibrate", "-t", "nobody")
+    for bad in (("--target", "1.5"), ("--sample", "3")):
+        refused = cli("calibrate", *bad)
+        assert refused.exit_code == 2
+        assert bad[0] in refused.output

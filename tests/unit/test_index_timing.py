@@ -41,14 +41,16 @@ def test_a_cpu_embedder_starts_the_build_while_the_last_groups_embed() -> None:
     per_row = 11e-3  # the in-process MiniLM int8, ~90 texts/s
     start = first_start(per_row, 100_000)
     assert start is not None
-    assert 90_000 < start < 100_000  # late: most rows go in with the cheap bulk build
+    # Late: most rows go in with the cheap bulk build. At m=24 a row inserted into the live
+    # graph costs ~7x its share of the build, so the build starts with a third of the rows left.
+    assert 60_000 < start < 100_000
     tail = 100_000 - start
     database = BUILD_S * start + (WRITE_S + INSERT_S) * tail
     assert SLACK * database <= tail * per_row + GROUP * per_row  # it still hides, with slack
 
 
 def test_the_slower_the_embedder_the_fewer_rows_join_the_graph_one_by_one() -> None:
-    rates_s = (3e-3, 5e-3, 11e-3, 50e-3)
+    rates_s = (9e-3, 11e-3, 20e-3, 50e-3)
     starts = [s for s in (first_start(per_row, 100_000) for per_row in rates_s) if s is not None]
     assert len(starts) == len(rates_s)
     assert starts == sorted(starts)
