@@ -55,6 +55,7 @@ from bench.corpus import (
     TimedStore,
     chunk_texts,
     documents,
+    query_texts,
 )
 from bench.ingest_share import Phase, Probe, Projection, probe, project_add, project_load
 from datastore.embedded import EmbeddedPostgres
@@ -73,6 +74,8 @@ from serving.settings import ServingSettings
 K = 10
 QUERY_SEED = 99
 """Documents of this seed give the queries: the load's are seed 11, the probe's 12345."""
+CLUSTERED = "  queries from 20 docs (old)"
+"""The row of the query set earlier runs used: `chunk_texts`, ten chunks per document."""
 PAST_QUESTIONS_SEED = 98
 """Documents of this seed give the questions the calibration measures with."""
 SCENARIOS: list[tuple[str, dict[str, Any]]] = [
@@ -121,12 +124,15 @@ async def ingest(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
         # line, not the load's: no ingest waits for it.
         started = time.perf_counter()
         tuning = SearchTuning(store.documents, loader, AgentSettings())
-        past = chunk_texts(AgentSettings().search_tune_sample, PAST_QUESTIONS_SEED)
+        past = query_texts(AgentSettings().search_tune_sample, PAST_QUESTIONS_SEED)
         calibration = await tuning.calibrate(tenant.id, questions=past)
         found["calibration"] = (calibration, time.perf_counter() - started)
         # Embedded after the load, by the same model: in the stored vectors' space.
-        queries = (await loader.embed(chunk_texts(args.queries, QUERY_SEED))).vectors
-        found["search"] = await search_all(store, tenant.id, queries, db_url)
+        queries = (await loader.embed(query_texts(args.queries, QUERY_SEED))).vectors
+        # The query set of earlier runs (chunks of only args.queries / 10 documents), kept
+        # beside the new one so that figures stay comparable across runs.
+        clustered = (await loader.embed(chunk_texts(args.queries, QUERY_SEED))).vectors
+        found["search"] = await search_all(store, tenant.id, queries, db_url, clustered)
         found["load_avg"].append(_load_avg("after the searches"))
         if args.add:
             added = itertools.islice(documents(args.documents + args.add), args.documents, None)
@@ -183,11 +189,15 @@ def _in_process(*, required: bool) -> LocalEmbedder | None:
 
 
 async def search_all(
-    store: Any, tenant_id: uuid.UUID, queries: list[list[float]], url: str
+    store: Any,
+    tenant_id: uuid.UUID,
+    queries: list[list[float]],
+    url: str,
+    clustered: list[list[float]],
 ) -> list[dict[str, Any]]:
     forced = {
-        "index": SearchRepository(store.engine, PlannerCosts(64, 10**9, visit_cost=1e-9)),
-        "exact": SearchRepository(store.engine, PlannerCosts(64, 0)),
+        "index": SearchRepository(store.search_pool, PlannerCosts(64, 10**9, visit_cost=1e-9)),
+        "exact": SearchRepository(store.search_pool, PlannerCosts(64, 0)),
     }
     rows = []
     for name, metadata in SCENARIOS:
@@ -197,11 +207,13 @@ async def search_all(
             runs += [(f"  {how} forced", repo, None) for how, repo in forced.items()]
         else:
             runs.append(("  hybrid (vector + keyword)", store.documents, "w0042 SKU-000042-3"))
+            runs.append((CLUSTERED, store.documents, None))
         for label, repo, text in runs:
-            timed = await _timed(repo, tenant_id, queries, scope, text)
+            asked = clustered if label == CLUSTERED else queries
+            timed = await _timed(repo, tenant_id, asked, scope, text)
             if text is None:
                 # Ground truth afterwards, so exact scans never evict the index mid-measurement.
-                timed["recall"] = _recall(url, tenant_id, queries, metadata, timed.pop("ids"))
+                timed["recall"] = _recall(url, tenant_id, asked, metadata, timed.pop("ids"))
             rows.append({"name": label, **timed})
     return rows
 

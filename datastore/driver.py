@@ -66,3 +66,10 @@ async def use_ef_search(pg: AsyncPg, ef_search: int) -> None:
     if _EF_SEARCH.get(pg, HNSW_EF_SEARCH) != ef_search:
         await pg.execute(f"SET hnsw.ef_search = {int(ef_search)}")
         _EF_SEARCH[pg] = ef_search
+
+
+async def prepare_for_search(pg: AsyncPg) -> None:
+    """A new autocommit connection of the search pool, made ready once: pgvector's types and
+    the HNSW session settings (kept for the connection's life: nothing rolls them back)."""
+    await register_vector_async(pg)
+    await pg.execute(_SESSION)

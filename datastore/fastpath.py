@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,9 +33,21 @@ Params = Mapping[str, Any] | Sequence[Any] | None
 class FastPath:
     """A small pool of autocommit connections, opened on first use in the running event loop."""
 
-    def __init__(self, url: str, *, max_size: int = 4, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 4,
+        connect_timeout_s: float = 5.0,
+        configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+        name: str = "garrison-fastpath",
+    ) -> None:
+        """`configure` prepares each new connection once (types, session settings); the
+        connection is in autocommit, so what it sets stays for the connection's life."""
         self._url = url
         self._max_size = max_size
+        self._configure = configure
+        self._name = name
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -59,6 +71,12 @@ class FastPath:
         if pool is not None and self._loop is asyncio.get_running_loop():
             await pool.close()
         self._loop = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled autocommit connection for several statements; returned on exit."""
+        async with self._connection() as conn:
+            yield conn
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -88,8 +106,9 @@ class FastPath:
                 "connect_timeout": max(1, int(self._connect_timeout_s)),
             },
             timeout=self._connect_timeout_s,
+            configure=self._configure,
             open=False,
-            name="garrison-fastpath",
+            name=self._name,
         )
         await self._pool.open()
         return self._pool

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datastore import migrate
+from datastore.driver import prepare_for_search
 from datastore.embedded import EmbeddedPostgres
 from datastore.engine import create_async
 from datastore.errors import translated
@@ -34,6 +35,9 @@ from datastore.settings import DatabaseSettings
 from datastore.tenant_roles import TenantRoleRepository
 from datastore.tenant_sql import TenantSqlRunner
 
+SEARCH_POOL_SIZE = 10
+"""Searches in flight at once per process (the API's and a worker's together)."""
+
 
 @dataclass
 class Datastore:
@@ -41,6 +45,8 @@ class Datastore:
     engine: AsyncEngine
     fast: FastPath = field(init=False)
     """Plain psycopg connections for the worker's per-run and per-step statements."""
+    search_pool: FastPath = field(init=False)
+    """Plain psycopg connections for searches, prepared for vectors (`repos.search`)."""
     tenants: TenantRepository = field(init=False)
     keys: KeyRepository = field(init=False)
     agents: AgentRepository = field(init=False)
@@ -62,11 +68,14 @@ class Datastore:
 
     def __post_init__(self) -> None:
         self.fast = FastPath(self.url)
+        self.search_pool = FastPath(
+            self.url, max_size=SEARCH_POOL_SIZE, configure=prepare_for_search, name="search"
+        )
         self.tenants = TenantRepository(self.engine)
         self.keys = KeyRepository(self.engine)
         self.agents = AgentRepository(self.engine, self.fast)
         self.runs = RunRepository(self.engine, self.url, self.fast)
-        self.documents = DocumentRepository(self.engine)
+        self.documents = DocumentRepository(self.engine, self.search_pool)
         self.audit = AuditRepository(self.engine)
         self.models = ModelDeploymentRepository(self.engine)
         self.events = EventRepository(self.engine)
@@ -87,6 +96,7 @@ class Datastore:
     async def close(self) -> None:
         await self.runs.close()
         await self.fast.close()
+        await self.search_pool.close()
         await self.engine.dispose()
 
 

@@ -30,6 +30,7 @@ from agent.domain import (
 )
 from datastore.driver import raw_connection
 from datastore.errors import translated
+from datastore.fastpath import FastPath
 from datastore.repos import search_tuning
 from datastore.repos.document_writes import document_from, replace_embeddings, write_batch
 from datastore.repos.search import SearchRepository
@@ -51,9 +52,9 @@ _CREATE_INDEX = (
 
 
 class DocumentRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, search_pool: FastPath) -> None:
         self._engine = engine
-        self._search = SearchRepository(engine)
+        self._search = SearchRepository(search_pool)
 
     async def find_documents(
         self, tenant_id: uuid.UUID, keys: Sequence[str]

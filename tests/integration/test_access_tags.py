@@ -161,7 +161,7 @@ async def test_the_index_path_returns_k_inside_the_scope(
     services: Services, acme: TenantFixture
 ) -> None:
     await plant_twins(services, acme.tenant.id)
-    by_index = SearchRepository(services.store.engine, INDEX_FIRST)
+    by_index = SearchRepository(services.store.search_pool, INDEX_FIRST)
     query = SearchQuery(
         acme.tenant.id,
         deterministic_embedding(QUERY),
@@ -198,7 +198,7 @@ async def test_a_key_scope_at_scale_is_exact_and_anded_with_the_callers_filters(
     await plant_corpus(services, globex.tenant.id, seed=2)
     q = unit_vector(random.Random(11))
     scoped = SearchFilter(access_tags=("even",))
-    exact = await SearchRepository(services.store.engine, EXACT_ONLY).search(
+    exact = await SearchRepository(services.store.search_pool, EXACT_ONLY).search(
         SearchQuery(acme.tenant.id, q, K, filter=scoped)
     )
     assert exact.plan.strategy == "exact"
@@ -207,7 +207,10 @@ async def test_a_key_scope_at_scale_is_exact_and_anded_with_the_callers_filters(
     )
     # As the planner chooses (the index, at a quarter of the table), and the index forced: the
     # scope counts as the caller's own `any_tags` would, in the plan's estimate and in the rows.
-    for repo in (services.store.documents, SearchRepository(services.store.engine, INDEX_FIRST)):
+    for repo in (
+        services.store.documents,
+        SearchRepository(services.store.search_pool, INDEX_FIRST),
+    ):
         result = await repo.search(SearchQuery(acme.tenant.id, q, K, filter=scoped))
         assert result.plan.estimated_rows == 2500
         assert len(result.hits) == K

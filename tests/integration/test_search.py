@@ -84,7 +84,7 @@ async def test_filtered_search_returns_exactly_k_at_1_and_10_percent(
     await plant_corpus(services, acme.tenant.id)
     await plant_corpus(services, globex.tenant.id, seed=2)  # half the index is someone else's
     q = unit_vector(random.Random(42))
-    by_index = SearchRepository(services.store.engine, ALWAYS_INDEX)
+    by_index = SearchRepository(services.store.search_pool, ALWAYS_INDEX)
     for field, value, in_scope in (("p1", 7, DOCS // 100), ("p10", 3, DOCS // 10)):
         scope = SearchFilter(metadata={field: value})
         query = SearchQuery(acme.tenant.id, q, K, filter=scope)
@@ -157,7 +157,7 @@ async def test_an_index_scan_that_comes_back_short_is_answered_exactly(
             "DELETE FROM documents WHERE tenant_id = %(t)s AND key <> ALL(%(keep)s)",
             {"t": acme.tenant.id, "keep": ["doc-0", "doc-1"]},
         )
-    repo = SearchRepository(services.store.engine, ALWAYS_INDEX)
+    repo = SearchRepository(services.store.search_pool, ALWAYS_INDEX)
     result = await repo.search(SearchQuery(acme.tenant.id, unit_vector(random.Random(3)), 3))
     assert result.plan.estimated_rows > 1000
     assert (result.plan.strategy, result.plan.fell_back) == ("exact", True)

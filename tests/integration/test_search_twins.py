@@ -24,7 +24,9 @@ import psycopg
 
 from agent.domain import NewChunk, NewDocument, SearchFilter, SearchQuery, SearchResult
 from agent.runtime import Services
+from datastore.driver import prepare_for_search
 from datastore.engine import create_async
+from datastore.fastpath import FastPath
 from datastore.repos.documents import DocumentRepository
 from datastore.schema.documents import HNSW_INDEX
 from tests.conftest import TenantFixture
@@ -118,10 +120,13 @@ async def hnsw_scans_during(
     scans = "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s"
     alive = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
     before = _one(url, scans, HNSW_INDEX)
-    engine = create_async(f"{url}{'&' if '?' in url else '?'}application_name={COUNTED}")
+    counted = f"{url}{'&' if '?' in url else '?'}application_name={COUNTED}"
+    engine = create_async(counted)
+    pool = FastPath(counted, configure=prepare_for_search)
     try:
-        results = await searches(DocumentRepository(engine))
+        results = await searches(DocumentRepository(engine, pool))
     finally:
+        await pool.close()
         await engine.dispose()
     deadline = time.monotonic() + WAIT_S
     while _one(url, alive, COUNTED) and time.monotonic() < deadline:
