@@ -17,7 +17,7 @@ Then one table of this run's figures against the targets.
     .venv/bin/python -m bench.issue6 [--documents 10000] [--queries 200] [--add 500]
         [--texts 600] [--rounds 3]
 
-At the defaults it takes ~15-20 min on 2 quiet cores (the load embeds ~100 texts/s), longer on a
+At the defaults it takes ~25-30 min on 2 cores (the load embeds ~80 texts/s), longer on a
 busy machine; `--documents 300 --add 20 --queries 50 --texts 60` checks the wiring in a few
 minutes. `bench/retrieval.py` without `--in-process` stays the fast development mode.
 """
