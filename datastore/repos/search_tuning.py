@@ -3,9 +3,10 @@
 How many candidates an HNSW scan must keep for a given recall depends on the data, not only on
 the index: on the benchmark's corpus (bench/retrieval.py), stand-in vectors in 400 clusters
 reach recall@10 0.99 at `ef_search` 64, while the same corpus embedded by MiniLM, whose chunks
-crowd together, reaches 0.93 there. A fixed value is slow on easy data or short of recall on
-crowded data, so a calibration measures each tenant and stores the smallest value that reaches
-the target (`search_tuning`, read by `SearchRepository` with its other per-tenant estimates).
+crowd together, reaches 0.88 there (pgvector's default graph, m = 16). A fixed value is slow on
+easy data or short of recall on crowded data, so a calibration measures each tenant and stores
+the smallest value that reaches the target (`search_tuning`, read by `SearchRepository` with
+its other per-tenant estimates).
 
 A calibration, in one transaction holding a per-tenant advisory lock:
 1. takes its queries: questions the tenant's agents were asked, embedded by the service
@@ -17,7 +18,9 @@ A calibration, in one transaction holding a per-tenant advisory lock:
 Stored chunks themselves would be the wrong queries: each is a node of the graph whose edges
 lead straight to its neighbours, so it is found at any `ef_search` (recall@10 0.99 at 40 on the
 benchmark's corpus, where new chunks get 0.83). A sum of two chunks lies off the graph, inside
-the data, and is a little harder than real questions there (0.86 at 40): a conservative proxy.
+the data: on that corpus a little harder than new chunks (0.86 at 40), on uniformly random
+vectors easier (each sum has two close neighbours). A stand-in, not a guarantee: questions are
+the measure, and the sums only serve until a tenant has them.
 Recall counts a hit as found when it is no farther than the true k-th neighbour, so exact ties
 (duplicate chunks) are not misses. Each tried value is stored with its recall and median
 latency, so `garrison calibrate` shows what the choice cost.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ import typer
 from agent.domain import SearchCalibration, SearchFilter
 from agent.services.reembed import ReembedProgress, ReembedReport
 from agent.services.search import SearchMode
+from agent.services.search_tuning import MIN_QUESTIONS
 from ops.commands.docs_add import PROGRESS_EVERY_S, TenantOption, parse_pairs
 from ops.output import JsonFlag, Output, clip
 from ops.runtime import Runtime, with_services
@@ -173,6 +175,16 @@ def calibrate(
             help="Chunks to query with (default: GARRISON_SEARCH_TUNE_SAMPLE).",
         ),
     ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            exists=True,
+            dir_okay=False,
+            help=f"A file of questions, one per line ({MIN_QUESTIONS} or more), to measure with"
+            " instead of the tenant's latest run inputs. Needs --tenant.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Measure the vector index's recall on each tenant's own chunks and choose its ef_search.
@@ -182,10 +194,23 @@ def calibrate(
     tenant's searches use from then on. Workers do this on their own when a tenant first grows
     past GARRISON_SEARCH_TUNE_MIN_CHUNKS and whenever its size drifts; this does it now.
     """
+    asked: list[str] = []
+    if questions is not None:
+        if tenant is None:
+            raise typer.BadParameter(
+                "needs --tenant: questions are one tenant's", param_hint="--questions"
+            )
+        lines = questions.read_text(encoding="utf-8", errors="replace").splitlines()
+        asked = [q.strip() for q in lines if q.strip()]
+        if len(asked) < MIN_QUESTIONS:
+            raise typer.BadParameter(
+                f"{len(asked)} question(s); at least {MIN_QUESTIONS} measure anything",
+                param_hint="--questions",
+            )
     out = Output(json_out)
 
     async def body(rt: Runtime) -> None:
-        found = await _calibrate_all(rt, out, tenant, target, sample)
+        found = await _calibrate_all(rt, out, tenant, target, sample, asked)
 
         def human() -> None:
             if not found:
@@ -199,7 +224,12 @@ def calibrate(
 
 
 async def _calibrate_all(
-    rt: Runtime, out: Output, name: str | None, target: float | None, sample: int | None
+    rt: Runtime,
+    out: Output,
+    name: str | None,
+    target: float | None,
+    sample: int | None,
+    questions: list[str] | None = None,
 ) -> list[Calibrated]:
     tenancy, tuning = rt.services.tenancy, rt.services.search_tuning
     if name is not None:
@@ -210,7 +240,9 @@ async def _calibrate_all(
     found: list[Calibrated] = []
     for t in tenants:
         with out.progress(f"measuring the recall of {t.name}'s searches") as step:
-            calibration = await tuning.calibrate(t.id, target=target, sample=sample)
+            calibration = await tuning.calibrate(
+                t.id, target=target, sample=sample, questions=questions or ()
+            )
             step.detail = (
                 "nothing to measure"
                 if calibration is None

@@ -40,12 +40,7 @@ def test_a_tenant_needs_reembed_and_must_exist(cli: Cli) -> None:
 def test_calibrate_measures_a_tenant_and_reindex_measures_every_large_one(
     cli: Cli, tmp_path: Path
 ) -> None:
-    cli.ok("tenants", "create", "acme")
-    sections = (
-        f"## Topic {i}\n\nRule {i}: form F-{i:03d} goes to desk {i % 7}." for i in range(40)
-    )
-    (tmp_path / "handbook.md").write_text("# Handbook\n\n" + "\n\n".join(sections) + "\n")
-    cli.ok("docs", "add", "-t", "acme", str(tmp_path))
+    handbook(cli, tmp_path)
 
     [found] = cli.json("calibrate", "-t", "acme", "--sample", "20")
     assert found["tenant"] == "acme"
@@ -67,9 +62,37 @@ def test_calibrate_measures_a_tenant_and_reindex_measures_every_large_one(
     assert small.json("reindex", "--no-calibrate").get("calibrated") is None
 
 
+def test_calibrate_measures_with_the_questions_of_a_file(cli: Cli, tmp_path: Path) -> None:
+    handbook(cli, tmp_path)
+    asked = tmp_path / "questions.txt"
+    asked.write_text("\n".join(f"where does form F-{i:03d} go?" for i in range(25)) + "\n\n")
+    [found] = cli.json("calibrate", "-t", "acme", "--questions", str(asked))
+    assert found["calibration"]["source"] == "questions"
+    assert found["calibration"]["sample"] == 25
+
+    few = tmp_path / "few.txt"
+    few.write_text("where does form F-001 go?\n")
+    refused = cli("calibrate", "-t", "acme", "--questions", str(few))
+    assert refused.exit_code == 2
+    assert "at least 20" in refused.output
+    alone = cli("calibrate", "--questions", str(asked))
+    assert alone.exit_code == 2
+    assert "needs --tenant" in alone.output
+
+
 def test_calibrate_refuses_bad_input(cli: Cli) -> None:
     cli.fails(1, "not_found", "calibrate", "-t", "nobody")
     for bad in (("--target", "1.5"), ("--sample", "3")):
         refused = cli("calibrate", *bad)
         assert refused.exit_code == 2
         assert bad[0] in refused.output
+
+
+def handbook(cli: Cli, folder: Path) -> None:
+    """Tenant acme with one document of 40 sections: enough chunks to calibrate."""
+    cli.ok("tenants", "create", "acme")
+    sections = (
+        f"## Topic {i}\n\nRule {i}: form F-{i:03d} goes to desk {i % 7}." for i in range(40)
+    )
+    (folder / "handbook.md").write_text("# Handbook\n\n" + "\n\n".join(sections) + "\n")
+    cli.ok("docs", "add", "-t", "acme", str(folder / "handbook.md"))

@@ -8,7 +8,7 @@ import statistics
 from agent.domain import NewChunk, NewDocument, SearchQuery
 from agent.runtime import Services
 from agent.services.search_tuning import MIN_QUESTIONS
-from datastore.driver import HNSW_EF_SEARCH, raw_connection, use_ef_search
+from datastore.driver import HNSW_EF_SEARCH, use_ef_search
 from datastore.repos.search_tuning import EF_LADDER
 from tests.conftest import TenantFixture
 from tests.integration.test_search import DOCS, K, exact_top, plant_corpus, unit_vector
@@ -65,21 +65,22 @@ async def test_an_uncalibrated_tenant_searches_with_the_default(
     assert await services.search_tuning.calibration(globex.tenant.id) is None
 
 
-async def test_use_ef_search_sets_the_connection_and_survives_its_return_to_the_pool(
+async def test_use_ef_search_sets_a_search_connection_for_its_life_in_the_pool(
     services: Services,
 ) -> None:
-    engine = services.store.engine
-    async with raw_connection(engine) as pg:
-        await pg.set_autocommit(True)
+    pool = services.store.search_pool
+    async with pool.connection() as pg:
         await use_ef_search(pg, 123)
-        await pg.set_autocommit(False)
         first = pg
-    async with raw_connection(engine) as pg:
+    async with pool.connection() as pg:
         cur = await pg.execute("SHOW hnsw.ef_search")
         row = await cur.fetchone()
-        assert pg is first
+        assert pg is first  # the pool's one connection, back from the pool
         assert row is not None
         assert row[0] == "123"
+        await use_ef_search(pg, HNSW_EF_SEARCH)
+        cur = await pg.execute("SHOW hnsw.ef_search")
+        assert await cur.fetchone() == (str(HNSW_EF_SEARCH),)
 
 
 async def test_nothing_to_calibrate_without_a_valid_index_or_with_too_few_chunks(
