@@ -371,13 +371,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe", type=int, default=600, help="texts to probe the in-process embedder on; 0: no"
     )
+    parser.add_argument(
+        "--keep-database",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="put the embedded Postgres in DIR (new) and keep it, to study the corpus afterwards",
+    )
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run, in GARRISON_DATABASE_URL's database or a throwaway embedded Postgres."""
     embedded = None
     db_url = os.environ.get("GARRISON_DATABASE_URL")
-    scratch = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
+    keep: Path | None = args.keep_database
+    if keep is not None and keep.exists():
+        raise SystemExit(f"--keep-database {keep}: the folder exists; name a new one")
+    scratch = keep or Path(tempfile.mkdtemp(prefix="garrison-bench-"))
     try:
         if not db_url:
             embedded = EmbeddedPostgres(scratch)
@@ -386,7 +396,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if embedded is not None:
             embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)  # ~0.8 GB after a 100k run
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)  # ~0.8 GB after a 100k run
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from datastore.fastpath import FastPath
 from datastore.repos.document_writes import check_dim
 from datastore.repos.search_plan import PlannerCosts, Strategy, choose_strategy
 from datastore.repos.search_sql import COUNT_IN_SCOPE, document_predicate, keyword_query, statement
+from datastore.repos.search_tuning import ef_for_rows
 
 RRF_K = 60
 """The usual reciprocal-rank-fusion constant: a hit's fused score is sum(1 / (60 + rank))."""
@@ -81,7 +82,8 @@ class SearchRepository:
             in_scope, estimate = await self._scope(pg, query)
             if in_scope == 0:
                 return SearchResult([], SearchPlan(Strategy.EXACT, 0))
-            ef = estimate.ef_search or self._costs.ef_search
+            # The tenant's value is for its calibrated top k; more rows asked keep more.
+            ef = ef_for_rows(estimate.ef_search or self._costs.ef_search, candidates, estimate.k)
             costs = replace(self._costs, ef_search=ef)
             strategy = choose_strategy(in_scope, estimate.table_rows, candidates, costs)
             plan = SearchPlan(strategy, round(in_scope))
@@ -120,6 +122,7 @@ class SearchRepository:
                 tenant_rows,
                 max(tenant_rows, float(found[0] if found else 0)),
                 found[1] if found else None,
+                found[2] if found and found[2] is not None else CALIBRATED_K,
                 time.monotonic() + ESTIMATE_TTL_S,
             )
             self._estimates[query.tenant_id] = cached
@@ -135,10 +138,11 @@ class SearchRepository:
 
 
 _TABLE_AND_TUNING = (
-    "SELECT greatest(reltuples, 0),"
-    " (SELECT ef_search FROM search_tuning WHERE tenant_id = %s)"
-    " FROM pg_class WHERE oid = 'chunks'::regclass"
+    "SELECT greatest(reltuples, 0), t.ef_search, t.k FROM pg_class"
+    " LEFT JOIN search_tuning t ON t.tenant_id = %s WHERE pg_class.oid = 'chunks'::regclass"
 )
+CALIBRATED_K = 10
+"""The rows per search the default `ef_search` is meant for (an uncalibrated tenant's k)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,8 @@ class _Estimate:
     table_rows: float
     ef_search: int | None
     """Calibrated for the tenant; None until it is measured."""
+    k: int
+    """The rows per search `ef_search` was calibrated for."""
     expires: float
 
 

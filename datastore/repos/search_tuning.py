@@ -45,8 +45,25 @@ from agent.domain import EfMeasure, SearchCalibration
 from datastore.driver import AsyncPg
 from datastore.schema.documents import HNSW_INDEX
 
-EF_LADDER = (40, 48, 56, 64, 80, 96, 112, 128, 160, 200, 256, 320, 400, 500, 640, 800)
-"""The `ef_search` values tried, ascending; pgvector's default is 40, its maximum 1000."""
+EF_LADDER = (
+    10, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 200, 256, 320, 400, 500, 640,
+    800,
+)  # fmt: skip
+"""The `ef_search` values tried, ascending, from the k measured (pgvector's default is 40, its
+maximum 1000). Below 40 because crowded real embeddings reached recall@10 0.98 at 40 on the
+benchmark's corpus: every candidate kept costs latency on the hot path (`bench/README.md`)."""
+MAX_EF_SEARCH = 1000
+
+
+def ef_for_rows(ef_search: int, rows: int, k: int = 10) -> int:
+    """The `ef_search` a scan asking for `rows` keeps, for a value calibrated at top-`k`.
+
+    Recall follows the candidates kept per row asked for: a value that finds 96% of the top 10
+    finds fewer of the top 50. Scaling it by `rows / k` keeps that ratio (never below the
+    calibrated value, never past pgvector's maximum)."""
+    return min(MAX_EF_SEARCH, max(ef_search, math.ceil(ef_search * rows / k)))
+
+
 TUNING_LOCK_KEY = 0x7475_6E65
 """With the tenant's hash: one calibration of a tenant at a time, across processes."""
 
@@ -81,16 +98,18 @@ _INDEX = """
     ORDER BY n.d, n.id"""
 _STORE = """
     INSERT INTO search_tuning
-        (tenant_id, ef_search, recall, target, sample, source, chunks, ladder, measured_at)
-    VALUES (%(tenant)s, %(ef)s, %(recall)s, %(target)s, %(sample)s, %(source)s, %(chunks)s,
-            %(ladder)s, now())
+        (tenant_id, ef_search, k, recall, target, sample, source, chunks, ladder, measured_at)
+    VALUES (%(tenant)s, %(ef)s, %(k)s, %(recall)s, %(target)s, %(sample)s, %(source)s,
+            %(chunks)s, %(ladder)s, now())
     ON CONFLICT (tenant_id) DO UPDATE SET
-        ef_search = excluded.ef_search, recall = excluded.recall, target = excluded.target,
+        ef_search = excluded.ef_search, k = excluded.k, recall = excluded.recall,
+        target = excluded.target,
         sample = excluded.sample, source = excluded.source, chunks = excluded.chunks,
         ladder = excluded.ladder, measured_at = excluded.measured_at
-    RETURNING tenant_id, ef_search, recall, target, sample, source, chunks, ladder, measured_at"""
+    RETURNING tenant_id, ef_search, k, recall, target, sample, source, chunks, ladder,
+        measured_at"""
 _SELECT_ONE = """
-    SELECT tenant_id, ef_search, recall, target, sample, source, chunks, ladder, measured_at
+    SELECT tenant_id, ef_search, k, recall, target, sample, source, chunks, ladder, measured_at
     FROM search_tuning WHERE tenant_id = %(tenant)s"""
 _DRIFTED = """
     SELECT d.tenant_id FROM documents d LEFT JOIN search_tuning t ON t.tenant_id = d.tenant_id
@@ -143,7 +162,8 @@ async def calibrate(
             " SET LOCAL enable_sort = off"
         )
         ladder: list[EfMeasure] = []
-        for ef in EF_LADDER:
+        # Fewer candidates than rows asked for cannot fill the top k.
+        for ef in [e for e in EF_LADDER if e >= k] or [MAX_EF_SEARCH]:
             await pg.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
             measure = await _measure(pg, tenant_id, queries, truths, k, ef)
             ladder.append(measure)
@@ -153,6 +173,7 @@ async def calibrate(
         values = {
             **params,
             "ef": chosen.ef_search,
+            "k": k,
             "recall": round(chosen.recall, 4),
             "target": target,
             "sample": len(queries),
@@ -228,6 +249,7 @@ def from_row(row: dict[str, Any]) -> SearchCalibration:
         chunks=row["chunks"],
         measured_at=row["measured_at"],
         ladder=tuple(EfMeasure(m["ef_search"], m["recall"], m["p50_ms"]) for m in ladder),
+        k=row["k"],
     )
 
 

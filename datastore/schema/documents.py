@@ -107,12 +107,17 @@ class SearchTuningRow(Base):
     """A tenant's calibrated `ef_search` (migration 0013, `datastore.repos.search_tuning`)."""
 
     __tablename__ = "search_tuning"
-    __table_args__ = (CheckConstraint("ef_search BETWEEN 1 AND 1000", name="ef_search"),)
+    __table_args__ = (
+        CheckConstraint("ef_search BETWEEN 1 AND 1000", name="ef_search"),
+        CheckConstraint("k BETWEEN 1 AND 1000", name="k"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
     ef_search: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int] = mapped_column(Integer, server_default="10")
+    """The rows per search the recall was measured for (searches scale `ef_search` by it)."""
     recall: Mapped[float] = mapped_column(Double)
     target: Mapped[float] = mapped_column(Double)
     sample: Mapped[int] = mapped_column(Integer)

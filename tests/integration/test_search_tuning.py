@@ -9,7 +9,7 @@ from agent.domain import NewChunk, NewDocument, SearchQuery
 from agent.runtime import Services
 from agent.services.search_tuning import MIN_QUESTIONS
 from datastore.driver import HNSW_EF_SEARCH, use_ef_search
-from datastore.repos.search_tuning import EF_LADDER
+from datastore.repos.search_tuning import EF_LADDER, ef_for_rows
 from tests.conftest import TenantFixture
 from tests.integration.test_search import DOCS, K, exact_top, plant_corpus, unit_vector
 
@@ -51,6 +51,11 @@ async def test_calibration_picks_the_smallest_ef_search_that_reaches_the_target(
         truth = set(exact_top(database_url, tenant_id, q, "{}", K))
         recalls.append(len(truth & {h.chunk_id for h in result.hits}) / K)
     assert statistics.fmean(recalls) >= STRICT - 0.03
+
+    # Asked for more rows than it was measured at, a search keeps proportionally more.
+    wide = await services.store.documents.search(SearchQuery(tenant_id, q, 3 * K))
+    assert found.k == K
+    assert wide.plan.ef_search == ef_for_rows(found.ef_search, 3 * K, K) > found.ef_search
 
 
 async def test_an_uncalibrated_tenant_searches_with_the_default(

@@ -12,6 +12,7 @@ from agent.settings import AgentSettings
 from agent.tools.search_documents import SearchArgs
 from datastore.repos.search_plan import PlannerCosts, Strategy, choose_strategy
 from datastore.repos.search_sql import keyword_query
+from datastore.repos.search_tuning import MAX_EF_SEARCH, ef_for_rows
 
 COSTS = PlannerCosts(ef_search=40, max_scan_tuples=20_000)
 
@@ -31,6 +32,23 @@ def test_the_cheaper_strategy_follows_the_rows_in_scope(
     in_scope: int, table: int, expected: Strategy
 ) -> None:
     assert choose_strategy(in_scope, table, 40, COSTS) is expected
+
+
+@pytest.mark.parametrize(
+    ("ef", "rows", "k", "expected"),
+    [
+        (24, 10, 10, 24),  # the calibrated top-k: the calibrated value
+        (24, 3, 10, 24),  # fewer rows never keep fewer candidates than measured
+        (24, 20, 10, 48),  # a hybrid search's 20-row pool: twice the candidates
+        (24, 25, 10, 60),  # rounded up, never down
+        (40, 100, 20, 200),  # scaled by the k it was measured at, not by 10
+        (400, 100, 10, MAX_EF_SEARCH),  # never past pgvector's maximum
+    ],
+)
+def test_ef_search_scales_with_the_rows_asked_for(
+    ef: int, rows: int, k: int, expected: int
+) -> None:
+    assert ef_for_rows(ef, rows, k) == expected
 
 
 def test_stale_statistics_never_give_a_selectivity_above_one() -> None:
