@@ -256,11 +256,11 @@ async def _calibrate_all(
 def _describe(tenant: str, c: SearchCalibration) -> str:
     verdict = "reached" if c.met else "NOT reached (the largest ef_search tried)"
     lines = [
-        f"{tenant}: ef_search {c.ef_search}, recall@10 {c.recall:.3f}, target {c.target:.2f} "
+        f"{tenant}: ef_search {c.ef_search}, recall@{c.k} {c.recall:.3f}, target {c.target:.2f} "
         f"{verdict}; {c.sample} of its {c.chunks:,} chunks as queries"
     ]
     lines += [
-        f"  ef_search {m.ef_search:>4}: recall@10 {m.recall:.3f}, p50 {m.p50_ms:.2f} ms"
+        f"  ef_search {m.ef_search:>4}: recall@{c.k} {m.recall:.3f}, p50 {m.p50_ms:.2f} ms"
         for m in c.ladder
     ]
     return "\n".join(lines)
