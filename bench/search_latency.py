@@ -2,17 +2,17 @@
 
 bench/retrieval.py measures latency once per query, between a 20-minute load and the filtered
 scenarios, on a machine whose load moves; its p50 carries that noise. This one measures only the
-unfiltered top-10 search (TARGETS.md R1) on a corpus already stored, in interleaved rounds:
+unfiltered top-10 search (TARGETS.md R1) on a corpus already stored, in rounds:
 
 - pgvector alone: the statement anyone would write (`ORDER BY embedding <=> q LIMIT 10` over the
   tenant's rows), prepared, on a plain synchronous psycopg connection, at the same `ef_search`;
 - Garrison: its `SearchRepository` on the store's search pool, as the service calls it
   (estimate, plan, pooled connection, the statement with documents joined, hits built).
 
-Each round runs every query through both, alternating which goes first (the first warms the
-pages the second visits), so a slow moment of the machine lands on both; the report gives each
-side's p50 / p99 over all rounds, their ratio, and the spread of the per-round p50s. Recall@10
-of both against an exact scan comes last.
+In each round each side searches every query back to back, as a service does; the sides take
+turns going first from round to round, so a slow stretch of the machine lands on both. The
+report gives each side's p50 / p99 over all rounds, their ratio, and the spread of the per-round
+p50s. Recall@10 of both against an exact scan comes last.
 
     .venv/bin/python -m bench.search_latency --database DIR [--queries 200] [--rounds 5]
         [--ef N[,N...]]
