@@ -138,21 +138,18 @@ async def _restore(url: str, tenant: uuid.UUID, ef: int | None) -> None:
         await conn.execute("DELETE FROM search_tuning WHERE tenant_id = %s", (tenant,))
 
 
-def recall(url: str, tenant: uuid.UUID, queries: list[list[float]], found: list[set[int]]) -> float:
+def exact_top(url: str, tenant: uuid.UUID, queries: list[list[float]]) -> list[set[int]]:
+    """Each query's true top k, by an exact scan (once: it does not depend on ef_search)."""
     with psycopg.connect(url) as conn:
         register_vector(conn)
-        hits = [
-            len(
-                ids
-                & {
-                    r[0]
-                    for r in conn.execute(EXACT, {"q": HalfVector(q), "tenant": tenant, "k": K})
-                }
-            )
-            / K
-            for q, ids in zip(queries, found, strict=True)
+        return [
+            {r[0] for r in conn.execute(EXACT, {"q": HalfVector(q), "tenant": tenant, "k": K})}
+            for q in queries
         ]
-    return statistics.fmean(hits)
+
+
+def recall(truths: list[set[int]], found: list[set[int]]) -> float:
+    return statistics.fmean(len(t & f) / K for t, f in zip(truths, found, strict=True))
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -171,14 +168,10 @@ async def run(args: argparse.Namespace) -> None:
             f"{'ef_search':>9}  {'side':<16}{'p50 ms':>8}{'p99 ms':>8}  {'round p50s':<20}"
             f"{'recall@10':>10}"
         )
+        truths = exact_top(url, tenant, queries)
         try:
             for ef in args.ef or [None]:
-                await _report(
-                    *await measure(store, url, tenant, queries, ef, args.rounds),
-                    url=url,
-                    tenant=tenant,
-                    queries=queries,
-                )
+                _report(*await measure(store, url, tenant, queries, ef, args.rounds), truths)
         finally:
             if args.ef:  # leave the tenant as its calibration left it
                 await _restore(url, tenant, stored_ef)
@@ -187,21 +180,13 @@ async def run(args: argparse.Namespace) -> None:
         embedded.stop()
 
 
-async def _report(
-    used: int,
-    plain: Side,
-    garrison: Side,
-    *,
-    url: str,
-    tenant: uuid.UUID,
-    queries: list[list[float]],
-) -> None:
+def _report(used: int, plain: Side, garrison: Side, truths: list[set[int]]) -> None:
     for side in (plain, garrison):
         spread = f"{min(side.round_p50s):.2f}-{max(side.round_p50s):.2f}"
         print(
             f"{used:>9}  {side.name:<16}{side.quantile(0.5):>8.2f}"
             f"{side.quantile(0.99):>8.2f}  {spread:<20}"
-            f"{recall(url, tenant, queries, side.found):>10.3f}"
+            f"{recall(truths, side.found):>10.3f}"
         )
     ratio = garrison.quantile(0.5) / plain.quantile(0.5)
     overhead = garrison.quantile(0.5) - plain.quantile(0.5)

@@ -175,7 +175,7 @@ class SearchCalibration:
     measured_at: datetime
     ladder: tuple[EfMeasure, ...]
     """Every `ef_search` tried, ascending; the last is the chosen one."""
-    k: int = 10
+    k: int
     """Recall was measured for the top k: searches asking for more rows keep proportionally
     more candidates (`datastore.repos.search_tuning.ef_for_rows`)."""
 

@@ -55,13 +55,19 @@ benchmark's corpus: every candidate kept costs latency on the hot path (`bench/R
 MAX_EF_SEARCH = 1000
 
 
-def ef_for_rows(ef_search: int, rows: int, k: int = 10) -> int:
+def ef_for_rows(ef_search: int, rows: int, k: int) -> int:
     """The `ef_search` a scan asking for `rows` keeps, for a value calibrated at top-`k`.
 
     Recall follows the candidates kept per row asked for: a value that finds 96% of the top 10
     finds fewer of the top 50. Scaling it by `rows / k` keeps that ratio (never below the
     calibrated value, never past pgvector's maximum)."""
     return min(MAX_EF_SEARCH, max(ef_search, math.ceil(ef_search * rows / k)))
+
+
+def ladder_for(k: int) -> list[int]:
+    """The `ef_search` values a calibration at top-`k` tries: fewer candidates than rows asked
+    for cannot fill the top k, so the ladder starts at k (pgvector's maximum past its top)."""
+    return [ef for ef in EF_LADDER if ef >= k] or [MAX_EF_SEARCH]
 
 
 TUNING_LOCK_KEY = 0x7475_6E65
@@ -162,8 +168,7 @@ async def calibrate(
             " SET LOCAL enable_sort = off"
         )
         ladder: list[EfMeasure] = []
-        # Fewer candidates than rows asked for cannot fill the top k.
-        for ef in [e for e in EF_LADDER if e >= k] or [MAX_EF_SEARCH]:
+        for ef in ladder_for(k):
             await pg.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
             measure = await _measure(pg, tenant_id, queries, truths, k, ef)
             ladder.append(measure)

@@ -12,7 +12,7 @@ from agent.settings import AgentSettings
 from agent.tools.search_documents import SearchArgs
 from datastore.repos.search_plan import PlannerCosts, Strategy, choose_strategy
 from datastore.repos.search_sql import keyword_query
-from datastore.repos.search_tuning import MAX_EF_SEARCH, ef_for_rows
+from datastore.repos.search_tuning import EF_LADDER, MAX_EF_SEARCH, ef_for_rows, ladder_for
 
 COSTS = PlannerCosts(ef_search=40, max_scan_tuples=20_000)
 
@@ -49,6 +49,13 @@ def test_ef_search_scales_with_the_rows_asked_for(
     ef: int, rows: int, k: int, expected: int
 ) -> None:
     assert ef_for_rows(ef, rows, k) == expected
+
+
+def test_a_calibration_tries_no_fewer_candidates_than_rows_asked_for() -> None:
+    assert ladder_for(10) == list(EF_LADDER)
+    assert ladder_for(30)[0] == 32
+    assert all(ef >= 30 for ef in ladder_for(30))
+    assert ladder_for(EF_LADDER[-1] + 1) == [MAX_EF_SEARCH]  # past the ladder: the maximum
 
 
 def test_stale_statistics_never_give_a_selectivity_above_one() -> None:
